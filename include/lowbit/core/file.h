@@ -1,0 +1,53 @@
+#pragma once
+// Files: read-only memory maps of inputs, whole-file reads, and atomic writes of outputs.
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace lowbit {
+
+// A read-only private mapping of a whole file. The file is opened O_RDONLY: inputs are never modified.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Reads a whole (text) file; refuses files larger than max_bytes.
+std::string read_file(const std::filesystem::path& path, size_t max_bytes = size_t(1) << 30);
+
+// Writes through a temporary file in the destination folder, flushed and renamed into place only
+// when complete: readers see either the old file or the whole new one.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(const std::filesystem::path& path);
+  ~AtomicFileWriter();  // removes the temporary file unless commit() succeeded
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void write(const void* data, size_t n);
+  void write(std::string_view s) { write(s.data(), s.size()); }
+  void commit();  // fsync, rename over the destination, fsync the folder
+
+ private:
+  std::filesystem::path path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+void write_file_atomic(const std::filesystem::path& path, std::string_view content);
+
+}  // namespace lowbit

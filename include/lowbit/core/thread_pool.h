@@ -1,0 +1,42 @@
+#pragma once
+// A fixed pool of worker threads for data-parallel loops. parallel_for splits [0, n) into one
+// contiguous chunk per thread (the calling thread takes the first) and returns when all are done.
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace lowbit {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads = 0);  // 0: one per hardware thread
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }
+  // fn(begin, end, thread_index) over [0, n) split into size() chunks.
+  void parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn);
+
+ private:
+  void worker_loop(int index);
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(size_t, size_t, int)>* job_ = nullptr;
+  size_t job_n_ = 0;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+// The process-wide pool used by the models (sized from $LOWBIT_THREADS or the hardware).
+ThreadPool& default_thread_pool();
+// Sets the size of default_thread_pool() before its first use; 0 means all hardware threads.
+void set_default_threads(int threads);
+
+}  // namespace lowbit

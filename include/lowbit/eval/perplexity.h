@@ -1,0 +1,40 @@
+#pragma once
+// Perplexity by the protocol of ../shared/README.md and docs/DESIGN.md: the text's tokens are cut into
+// consecutive non-overlapping windows of ctx tokens (with a BOS token: BOS + ctx-1 text tokens); a
+// trailing partial window is dropped; every token but the first of a window is scored ("all"), or only
+// the tokens at positions >= ctx/2 of each window ("second-half", 256 of 512: the protocol behind
+// ../shared's ppl_second_half goldens, checked against transformers: 59.938 vs 59.908 when scoring
+// from logits row ctx/2 as llama.cpp's perplexity tool does).
+#include <cstdint>
+#include <functional>
+#include <span>
+
+#include "lowbit/models/model.h"
+
+namespace lowbit {
+
+enum class PplScore { All, SecondHalf };
+
+struct PerplexityOptions {
+  int ctx = 512;
+  PplScore score = PplScore::All;
+  int bos_id = -1;       // >= 0: each window starts with this token
+  int max_windows = 0;   // 0: every full window
+  bool progress = true;  // a progress line on stderr
+  // Called with each window's logits [ctx][vocab] (e.g. to compare against a reference model).
+  std::function<void(int window, std::span<const int32_t> tokens, const float* logits)> on_window;
+};
+
+struct PerplexityResult {
+  double ppl = 0, ppl_stderr = 0, mean_nll = 0;
+  int64_t tokens_scored = 0;
+  int windows = 0;
+  int ctx = 0;
+};
+
+PerplexityResult perplexity(const CausalLM& model, std::span<const int32_t> text_tokens, const PerplexityOptions& opt);
+
+// log p(target) from one row of logits, computed stably (max-shifted log-sum-exp in double).
+double log_softmax_at(const float* logits, int vocab, int target);
+
+}  // namespace lowbit

@@ -1,0 +1,103 @@
+#pragma once
+// safetensors: an 8-byte little-endian header length N, N bytes of JSON
+// ({"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}),
+// then the data section; offsets are relative to the data section.
+// Format: https://github.com/huggingface/safetensors (README, "Format").
+//
+// Everything in the header is validated before any byte of data is used (see SafetensorsFile).
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lowbit/core/dtype.h"
+#include "lowbit/core/file.h"
+
+namespace lowbit {
+
+inline constexpr uint64_t kMaxSafetensorsHeader = 100ull << 20;  // 100 MB of JSON header
+inline constexpr size_t kMaxTensorRank = 8;
+inline constexpr size_t kMaxTensorsPerFile = 1u << 20;
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // byte range within the data section
+  int64_t numel() const;
+};
+
+// A view of one stored tensor: its description and its bytes (inside a mapped file).
+struct TensorView {
+  const TensorInfo* info = nullptr;
+  const uint8_t* data = nullptr;
+  std::filesystem::path file;
+  size_t bytes() const { return size_t(info->end - info->begin); }
+};
+
+class SafetensorsFile {
+ public:
+  // Maps and validates the file; throws lowbit::Error naming the file and the problem.
+  explicit SafetensorsFile(const std::filesystem::path& path);
+
+  const std::filesystem::path& path() const { return map_.path(); }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in file order
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const TensorInfo* find(const std::string& name) const;
+  TensorView view(const TensorInfo& info) const;
+  size_t file_size() const { return map_.size(); }
+
+ private:
+  MappedFile map_;
+  const uint8_t* data_section_ = nullptr;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// All tensors of a checkpoint folder: model.safetensors, or the shards that
+// model.safetensors.index.json lists (its weight_map must name existing tensors in existing shards).
+class TensorStore {
+ public:
+  explicit TensorStore(const std::filesystem::path& dir);
+
+  const std::filesystem::path& dir() const { return dir_; }
+  bool has(const std::string& name) const { return where_.count(name) != 0; }
+  // Throws, naming the checkpoint and tensor, when the tensor is missing.
+  TensorView get(const std::string& name) const;
+  std::vector<TensorView> all() const;  // sorted by name
+  uint64_t total_bytes() const;         // bytes of tensor data
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
+
+  // Reads a tensor as float32, checking its shape (an empty `shape` accepts any).
+  std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& shape = {}) const;
+
+ private:
+  std::filesystem::path dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, std::pair<size_t, const TensorInfo*>> where_;
+};
+
+// Builds a safetensors file; write() goes to a temporary file renamed into place when complete.
+class SafetensorsWriter {
+ public:
+  void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+  // Copies `data` (which must be numel(shape) * dtype_size(dtype) bytes).
+  void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data, size_t bytes);
+  void write(const std::filesystem::path& path) const;
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace lowbit

@@ -1,0 +1,14 @@
+#pragma once
+// Float32 matrix products for the reference (unquantized) forward pass, through BLAS.
+#include <cstddef>
+
+namespace lowbit {
+
+// C[m][n] = A[m][k] · W[n][k]ᵀ (+ C when accumulate): a linear layer applied to m rows of input,
+// W stored [out, in] as in Hugging Face checkpoints. Row-major, contiguous.
+void gemm_f32_nt(const float* a, const float* w, float* c, size_t m, size_t n, size_t k, bool accumulate = false);
+
+// Threads BLAS may use (call once at start-up; 0 = all hardware threads).
+void set_blas_threads(int threads);
+
+}  // namespace lowbit

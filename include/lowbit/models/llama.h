@@ -1,0 +1,44 @@
+#pragma once
+// The LLaMA family (Llama 1-3, Mistral, Qwen2) in float32, as Hugging Face's modeling_llama computes it:
+//   x = embed[tokens]
+//   per layer: h = x + o_proj(attn(rope(q_proj(rms(x))), rope(k_proj(rms(x))), v_proj(rms(x))))
+//              x = h + down_proj(silu(gate_proj(rms(h))) * up_proj(rms(h)))
+//   logits = lm_head(rms(x))
+// RoPE uses the rotate-half convention (pairs (i, i + head_dim/2)); attention is causal with
+// grouped-query heads (num_heads / num_kv_heads query heads share one KV head).
+#include <vector>
+
+#include "lowbit/io/safetensors.h"
+#include "lowbit/models/model.h"
+
+namespace lowbit {
+
+class LlamaModel : public CausalLM {
+ public:
+  LlamaModel(ModelConfig config, const TensorStore& store);
+
+  const ModelConfig& config() const override { return cfg_; }
+  std::unique_ptr<Session> new_session(int max_tokens) const override;
+  void forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const override;
+  uint64_t weight_bytes() const override;
+
+ private:
+  struct Layer {
+    std::vector<float> attn_norm, ffn_norm;  // [hidden]
+    std::vector<float> wqkv;                 // [(heads + 2 kv_heads) * head_dim, hidden]: q, k, v rows stacked
+    std::vector<float> bqkv;                 // [(heads + 2 kv_heads) * head_dim] or empty
+    std::vector<float> wo;                   // [hidden, heads * head_dim]
+    std::vector<float> w_gate_up;            // [2 * intermediate, hidden]: gate rows then up rows
+    std::vector<float> w_down;               // [hidden, intermediate]
+  };
+  void attention(const float* qkv, int n, int pos0, int layer, class LlamaSession& s, float* out) const;
+
+  ModelConfig cfg_;
+  std::vector<float> embed_;    // [vocab, hidden]
+  std::vector<float> lm_head_;  // [vocab, hidden]; empty when tied to embed_
+  std::vector<float> final_norm_;
+  std::vector<float> inv_freq_;  // [head_dim / 2] RoPE frequencies
+  std::vector<Layer> layers_;
+};
+
+}  // namespace lowbit

@@ -1,0 +1,171 @@
+#include "lowbit/io/config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "lowbit/core/error.h"
+#include "lowbit/core/file.h"
+
+namespace lowbit {
+
+using nlohmann::json;
+
+const std::vector<std::string>& supported_architectures() {
+  static const std::vector<std::string> kArchs = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+  return kArchs;
+}
+
+namespace {
+
+constexpr int64_t kMaxDim = 1 << 20;  // no real model has a hidden size, vocab or layer count above this
+
+struct Reader {
+  const json& j;
+  std::string file;
+
+  const json* find(const char* key) const {
+    auto it = j.find(key);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+  }
+  int get_int(const char* key, int64_t lo, int64_t hi, std::optional<int> dflt = std::nullopt) const {
+    const json* v = find(key);
+    if (!v) {
+      if (dflt) return *dflt;
+      fail("{}: missing field '{}' (an integer)", file, key);
+    }
+    if (!v->is_number_integer()) fail("{}: field '{}' must be an integer, found {}", file, key, v->dump());
+    int64_t x = v->get<int64_t>();
+    if (x < lo || x > hi) fail("{}: field '{}' = {} is out of range [{}, {}]", file, key, x, lo, hi);
+    return int(x);
+  }
+  double get_num(const json& obj, const char* key, double lo, double hi, double dflt, const char* where) const {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return dflt;
+    if (!it->is_number()) fail("{}: field '{}{}' must be a number, found {}", file, where, key, it->dump());
+    double x = it->get<double>();
+    if (!(x >= lo && x <= hi)) fail("{}: field '{}{}' = {} is out of range [{}, {}]", file, where, key, x, lo, hi);
+    return x;
+  }
+  bool get_bool(const char* key, bool dflt) const {
+    const json* v = find(key);
+    if (!v) return dflt;
+    if (!v->is_boolean()) fail("{}: field '{}' must be true or false, found {}", file, key, v->dump());
+    return v->get<bool>();
+  }
+  std::string get_str(const char* key, const std::string& dflt) const {
+    const json* v = find(key);
+    if (!v) return dflt;
+    if (!v->is_string()) fail("{}: field '{}' must be a string, found {}", file, key, v->dump());
+    return v->get<std::string>();
+  }
+};
+
+}  // namespace
+
+ModelConfig parse_config(const std::string& text, const std::filesystem::path& path) {
+  const std::string file = path.string();
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON: {}", file, e.what());
+  }
+  if (!j.is_object()) fail("{}: expected a JSON object, found {}", file, j.type_name());
+  Reader r{j, file};
+  ModelConfig c;
+  c.path = path;
+
+  const json* archs = r.find("architectures");
+  if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
+    fail("{}: field 'architectures' must be a non-empty list of names", file);
+  c.architecture = (*archs)[0].get<std::string>();
+  const auto& sup = supported_architectures();
+  if (std::find(sup.begin(), sup.end(), c.architecture) == sup.end())
+    fail("{}: architecture '{}' is not supported; supported: {}", file, c.architecture, fmt::join(sup, ", "));
+  c.model_type = r.get_str("model_type", "");
+
+  c.vocab_size = r.get_int("vocab_size", 1, kMaxDim * 4);
+  c.hidden_size = r.get_int("hidden_size", 1, kMaxDim);
+  c.num_layers = r.get_int("num_hidden_layers", 1, 4096);
+  c.num_heads = r.get_int("num_attention_heads", 1, 4096);
+  c.num_kv_heads = r.get_int("num_key_value_heads", 1, 4096, c.num_heads);
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", file, c.num_heads, c.num_kv_heads);
+  if (!r.find("head_dim") && c.hidden_size % c.num_heads != 0)
+    fail("{}: hidden_size {} is not a multiple of num_attention_heads {} (and no head_dim is given)", file,
+         c.hidden_size, c.num_heads);
+  c.head_dim = r.get_int("head_dim", 2, 4096, c.hidden_size / c.num_heads);
+  if (c.head_dim % 2 != 0) fail("{}: head_dim {} must be even for RoPE", file, c.head_dim);
+  c.intermediate_size = r.get_int("intermediate_size", 1, kMaxDim);
+  c.max_positions = r.get_int("max_position_embeddings", 1, 1 << 24, 2048);
+  c.rms_eps = float(r.get_num(j, "rms_norm_eps", 0.0, 1.0, 1e-6, ""));
+  std::string act = r.get_str("hidden_act", "silu");
+  if (act != "silu") fail("{}: hidden_act '{}' is not supported (expected 'silu')", file, act);
+
+  // dtype: transformers 5 writes "dtype", older versions "torch_dtype".
+  c.dtype = r.get_str("dtype", r.get_str("torch_dtype", "float32"));
+  if (c.dtype != "float32" && c.dtype != "float16" && c.dtype != "bfloat16")
+    fail("{}: dtype '{}' is not supported (expected float32, float16 or bfloat16)", file, c.dtype);
+
+  // RoPE: top-level rope_theta / rope_scaling (older files) or rope_parameters (transformers 5).
+  const json* rope = r.find("rope_parameters");
+  const json* scaling = r.find("rope_scaling");
+  if (rope && !rope->is_object()) fail("{}: field 'rope_parameters' must be an object", file);
+  if (scaling && !scaling->is_object()) fail("{}: field 'rope_scaling' must be an object or null", file);
+  c.rope_theta = r.get_num(j, "rope_theta", 1.0, 1e12, 10000.0, "");
+  const json* params = rope ? rope : scaling;
+  const char* where = rope ? "rope_parameters." : "rope_scaling.";
+  if (rope) c.rope_theta = r.get_num(*rope, "rope_theta", 1.0, 1e12, c.rope_theta, where);
+  if (params) {
+    std::string type = "default";
+    for (const char* key : {"rope_type", "type"}) {
+      auto it = params->find(key);
+      if (it != params->end() && it->is_string()) type = it->get<std::string>();
+    }
+    if (type == "default") {
+      c.rope_type = RopeType::Default;
+    } else if (type == "linear") {
+      c.rope_type = RopeType::Linear;
+      c.rope_factor = r.get_num(*params, "factor", 1e-3, 1e6, 1.0, where);
+    } else if (type == "llama3") {
+      c.rope_type = RopeType::Llama3;
+      c.rope_factor = r.get_num(*params, "factor", 1e-3, 1e6, 8.0, where);
+      c.rope_low_freq_factor = r.get_num(*params, "low_freq_factor", 1e-6, 1e6, 1.0, where);
+      c.rope_high_freq_factor = r.get_num(*params, "high_freq_factor", 1e-6, 1e6, 4.0, where);
+      c.rope_original_max_positions =
+          int(r.get_num(*params, "original_max_position_embeddings", 1, 1 << 24, 8192, where));
+      if (c.rope_high_freq_factor <= c.rope_low_freq_factor)
+        fail("{}: {}high_freq_factor must exceed low_freq_factor", file, where);
+    } else {
+      fail("{}: {}rope_type '{}' is not supported (expected default, linear or llama3)", file, where, type);
+    }
+  }
+
+  c.tie_word_embeddings = r.get_bool("tie_word_embeddings", false);
+  c.attention_bias = r.get_bool("attention_bias", c.architecture == "Qwen2ForCausalLM");
+  c.mlp_bias = r.get_bool("mlp_bias", false);
+  c.bos_token_id = r.get_int("bos_token_id", -1, c.vocab_size - 1, -1);
+  if (const json* eos = r.find("eos_token_id")) {
+    auto take = [&](const json& v) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.vocab_size)
+        fail("{}: field 'eos_token_id' must be token ids below vocab_size {}, found {}", file, c.vocab_size, v.dump());
+      c.eos_token_ids.push_back(v.get<int>());
+    };
+    if (eos->is_array())
+      for (const auto& v : *eos) take(v);
+    else
+      take(*eos);
+    if (!c.eos_token_ids.empty()) c.eos_token_id = c.eos_token_ids[0];
+  }
+  if (c.architecture != "Qwen2ForCausalLM" || r.get_bool("use_sliding_window", false))
+    c.sliding_window = r.get_int("sliding_window", 0, 1 << 24, 0);
+  return c;
+}
+
+ModelConfig load_config(const std::filesystem::path& dir_or_file) {
+  namespace fs = std::filesystem;
+  fs::path p = fs::is_directory(dir_or_file) ? dir_or_file / "config.json" : dir_or_file;
+  if (!fs::exists(p)) fail("{}: no config.json (is this a Hugging Face checkpoint folder?)", p.string());
+  return parse_config(read_file(p, 16u << 20), p);
+}
+
+}  // namespace lowbit

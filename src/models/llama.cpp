@@ -1,0 +1,239 @@
+#include "lowbit/models/llama.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/kernels/gemm.h"
+
+namespace lowbit {
+
+class LlamaSession : public Session {
+ public:
+  LlamaSession(int layers, int capacity, int kv_dim) : kv_dim(kv_dim) {
+    capacity_ = capacity;
+    k.resize(size_t(layers) * size_t(capacity) * size_t(kv_dim));
+    v.resize(k.size());
+  }
+  float* k_at(int layer, int pos) { return k.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim); }
+  float* v_at(int layer, int pos) { return v.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim); }
+  void advance(int n) { position_ += n; }
+
+  int kv_dim;
+  std::vector<float> k, v;  // [layer][position][kv_heads * head_dim]
+};
+
+namespace {
+
+// RoPE frequencies as transformers computes them (float32): inv_freq[i] = 1 / theta^(2i / head_dim),
+// then adjusted for linear or llama3 scaling (transformers' modeling_rope_utils.py).
+std::vector<float> rope_inv_freq(const ModelConfig& c) {
+  const int half = c.head_dim / 2;
+  std::vector<float> inv(static_cast<size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    float exponent = float(2 * i) / float(c.head_dim);
+    inv[size_t(i)] = 1.0f / std::pow(float(c.rope_theta), exponent);
+  }
+  if (c.rope_type == RopeType::Linear) {
+    for (auto& f : inv) f = float(f / c.rope_factor);
+  } else if (c.rope_type == RopeType::Llama3) {
+    const double low_wavelen = c.rope_original_max_positions / c.rope_low_freq_factor;
+    const double high_wavelen = c.rope_original_max_positions / c.rope_high_freq_factor;
+    for (auto& f : inv) {
+      double wavelen = 2 * std::numbers::pi / f;
+      if (wavelen > low_wavelen) {
+        f = float(f / c.rope_factor);
+      } else if (wavelen >= high_wavelen) {
+        double smooth = (c.rope_original_max_positions / wavelen - c.rope_low_freq_factor) /
+                        (c.rope_high_freq_factor - c.rope_low_freq_factor);
+        f = float((1 - smooth) * f / c.rope_factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+void rms_norm(const float* x, const float* weight, float* out, int n, float eps) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  const float scale = float(1.0 / std::sqrt(ss / n + double(eps)));
+  for (int i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * scale);
+}
+
+// Rotate-half RoPE on one head vector: (x_i, x_{i+half}) -> (x_i c - x_{i+half} s, x_{i+half} c + x_i s).
+void apply_rope(float* x, const float* cos_row, const float* sin_row, int half) {
+  for (int i = 0; i < half; ++i) {
+    float a = x[i], b = x[i + half];
+    x[i] = a * cos_row[i] - b * sin_row[i];
+    x[i + half] = b * cos_row[i] + a * sin_row[i];
+  }
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(ModelConfig config, const TensorStore& store) : cfg_(std::move(config)) {
+  const int64_t hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
+  const int64_t inter = cfg_.intermediate_size, vocab = cfg_.vocab_size;
+  embed_ = store.load_f32("model.embed_tokens.weight", {vocab, hidden});
+  if (store.has("lm_head.weight")) {
+    if (!cfg_.tie_word_embeddings) lm_head_ = store.load_f32("lm_head.weight", {vocab, hidden});
+  } else if (!cfg_.tie_word_embeddings) {
+    fail("{}: missing tensor 'lm_head.weight' (config.json says tie_word_embeddings is false)", store.dir().string());
+  }
+  final_norm_ = store.load_f32("model.norm.weight", {hidden});
+  inv_freq_ = rope_inv_freq(cfg_);
+
+  auto append = [](std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); };
+  layers_.resize(size_t(cfg_.num_layers));
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    Layer& L = layers_[size_t(l)];
+    L.attn_norm = store.load_f32(p + "input_layernorm.weight", {hidden});
+    L.ffn_norm = store.load_f32(p + "post_attention_layernorm.weight", {hidden});
+    L.wqkv = store.load_f32(p + "self_attn.q_proj.weight", {nh * hd, hidden});
+    append(L.wqkv, store.load_f32(p + "self_attn.k_proj.weight", {nkv * hd, hidden}));
+    append(L.wqkv, store.load_f32(p + "self_attn.v_proj.weight", {nkv * hd, hidden}));
+    if (cfg_.attention_bias) {
+      L.bqkv = store.load_f32(p + "self_attn.q_proj.bias", {nh * hd});
+      append(L.bqkv, store.load_f32(p + "self_attn.k_proj.bias", {nkv * hd}));
+      append(L.bqkv, store.load_f32(p + "self_attn.v_proj.bias", {nkv * hd}));
+    }
+    L.wo = store.load_f32(p + "self_attn.o_proj.weight", {hidden, nh * hd});
+    L.w_gate_up = store.load_f32(p + "mlp.gate_proj.weight", {inter, hidden});
+    append(L.w_gate_up, store.load_f32(p + "mlp.up_proj.weight", {inter, hidden}));
+    L.w_down = store.load_f32(p + "mlp.down_proj.weight", {hidden, inter});
+    if (cfg_.mlp_bias) fail("{}: mlp_bias = true is not supported yet", cfg_.path.string());
+  }
+}
+
+uint64_t LlamaModel::weight_bytes() const {
+  uint64_t n = embed_.size() + lm_head_.size() + final_norm_.size();
+  for (const auto& L : layers_)
+    n += L.attn_norm.size() + L.ffn_norm.size() + L.wqkv.size() + L.bqkv.size() + L.wo.size() + L.w_gate_up.size() +
+         L.w_down.size();
+  return n * sizeof(float);
+}
+
+std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
+  if (max_tokens <= 0 || max_tokens > cfg_.max_positions)
+    fail("a session of {} tokens is outside this model's 1..{} positions (max_position_embeddings)", max_tokens,
+         cfg_.max_positions);
+  return std::make_unique<LlamaSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads * cfg_.head_dim);
+}
+
+// Causal grouped-query attention of n new query rows (positions pos0..pos0+n-1) over the cache.
+// qkv: [n][(heads + 2 kv_heads) * head_dim] with RoPE applied; out: [n][heads * head_dim].
+void LlamaModel::attention(const float* qkv, int n, int pos0, int layer, LlamaSession& s, float* out) const {
+  const int nh = cfg_.num_heads, hd = cfg_.head_dim, group = cfg_.num_heads / cfg_.num_kv_heads;
+  const int qkv_dim = (cfg_.num_heads + 2 * cfg_.num_kv_heads) * hd;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  ThreadPool& pool = default_thread_pool();
+  std::vector<float> scratch(size_t(pool.size()) * size_t(pos0 + n));
+  pool.parallel_for(size_t(n) * size_t(nh), [&](size_t begin, size_t end, int t) {
+    float* scores = scratch.data() + size_t(t) * size_t(pos0 + n);
+    for (size_t task = begin; task < end; ++task) {
+      const int i = int(task / size_t(nh)), h = int(task % size_t(nh));
+      const int pos = pos0 + i, kvh = h / group;
+      const int lo = cfg_.sliding_window > 0 ? std::max(0, pos - cfg_.sliding_window + 1) : 0;
+      const float* q = qkv + size_t(i) * size_t(qkv_dim) + size_t(h) * size_t(hd);
+      float max_score = -INFINITY;
+      for (int j = lo; j <= pos; ++j) {
+        const float* k = s.k_at(layer, j) + size_t(kvh) * size_t(hd);
+        float dot = 0;
+        for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
+        scores[j] = dot * scale;
+        max_score = std::max(max_score, scores[j]);
+      }
+      float sum = 0;
+      for (int j = lo; j <= pos; ++j) {
+        scores[j] = std::exp(scores[j] - max_score);
+        sum += scores[j];
+      }
+      float* o = out + size_t(i) * size_t(nh * hd) + size_t(h) * size_t(hd);
+      std::fill(o, o + hd, 0.0f);
+      const float inv_sum = 1.0f / sum;
+      for (int j = lo; j <= pos; ++j) {
+        const float* v = s.v_at(layer, j) + size_t(kvh) * size_t(hd);
+        const float p = scores[j] * inv_sum;
+        for (int d = 0; d < hd; ++d) o[d] += p * v[d];
+      }
+    }
+  });
+}
+
+void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const {
+  auto& s = dynamic_cast<LlamaSession&>(session);
+  const int n = int(tokens.size());
+  if (n == 0) return;
+  const int pos0 = s.position();
+  if (pos0 + n > s.capacity())
+    fail("sequence of {} tokens exceeds the session's capacity of {} positions", pos0 + n, s.capacity());
+  const int hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
+  const int inter = cfg_.intermediate_size, vocab = cfg_.vocab_size, half = hd / 2;
+  const int qkv_dim = (nh + 2 * nkv) * hd, kv_dim = nkv * hd;
+  ThreadPool& pool = default_thread_pool();
+
+  std::vector<float> x(size_t(n) * size_t(hidden)), xn(x.size());
+  std::vector<float> qkv(size_t(n) * size_t(qkv_dim)), att(size_t(n) * size_t(nh * hd));
+  std::vector<float> gu(size_t(n) * size_t(2 * inter)), act(size_t(n) * size_t(inter));
+  for (int i = 0; i < n; ++i) {
+    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= vocab)
+      fail("token id {} at position {} is outside the vocabulary (0..{})", tokens[size_t(i)], pos0 + i, vocab - 1);
+    std::copy_n(embed_.data() + size_t(tokens[size_t(i)]) * size_t(hidden), hidden, x.data() + size_t(i) * size_t(hidden));
+  }
+  // cos / sin of every new position, float32 like transformers: angle = float(pos) * inv_freq.
+  std::vector<float> cos_t(size_t(n) * size_t(half)), sin_t(cos_t.size());
+  for (int i = 0; i < n; ++i)
+    for (int f = 0; f < half; ++f) {
+      float angle = float(pos0 + i) * inv_freq_[size_t(f)];
+      cos_t[size_t(i * half + f)] = float(std::cos(double(angle)));
+      sin_t[size_t(i * half + f)] = float(std::sin(double(angle)));
+    }
+  auto norm_rows = [&](const std::vector<float>& w) {
+    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+      for (size_t i = b; i < e; ++i) rms_norm(&x[i * size_t(hidden)], w.data(), &xn[i * size_t(hidden)], hidden, cfg_.rms_eps);
+    });
+  };
+
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const Layer& L = layers_[size_t(l)];
+    norm_rows(L.attn_norm);
+    gemm_f32_nt(xn.data(), L.wqkv.data(), qkv.data(), size_t(n), size_t(qkv_dim), size_t(hidden));
+    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+      for (size_t i = b; i < e; ++i) {
+        float* row = &qkv[i * size_t(qkv_dim)];
+        if (!L.bqkv.empty())
+          for (int d = 0; d < qkv_dim; ++d) row[d] += L.bqkv[size_t(d)];
+        const float* c = &cos_t[i * size_t(half)];
+        const float* sn = &sin_t[i * size_t(half)];
+        for (int h = 0; h < nh + nkv; ++h) apply_rope(row + h * hd, c, sn, half);  // q heads then k heads
+        std::copy_n(row + nh * hd, kv_dim, s.k_at(l, pos0 + int(i)));
+        std::copy_n(row + nh * hd + kv_dim, kv_dim, s.v_at(l, pos0 + int(i)));
+      }
+    });
+    attention(qkv.data(), n, pos0, l, s, att.data());
+    gemm_f32_nt(att.data(), L.wo.data(), x.data(), size_t(n), size_t(hidden), size_t(nh * hd), /*accumulate=*/true);
+
+    norm_rows(L.ffn_norm);
+    gemm_f32_nt(xn.data(), L.w_gate_up.data(), gu.data(), size_t(n), size_t(2 * inter), size_t(hidden));
+    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+      for (size_t i = b; i < e; ++i) {
+        const float* g = &gu[i * size_t(2 * inter)];
+        const float* u = g + inter;
+        float* a = &act[i * size_t(inter)];
+        for (int j = 0; j < inter; ++j) a[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+      }
+    });
+    gemm_f32_nt(act.data(), L.w_down.data(), x.data(), size_t(n), size_t(hidden), size_t(inter), /*accumulate=*/true);
+  }
+  s.advance(n);
+
+  norm_rows(final_norm_);
+  const float* head = lm_head_.empty() ? embed_.data() : lm_head_.data();
+  const size_t first = all_rows ? 0 : size_t(n - 1);
+  gemm_f32_nt(xn.data() + first * size_t(hidden), head, logits, size_t(n) - first, size_t(vocab), size_t(hidden));
+}
+
+}  // namespace lowbit

@@ -1,0 +1,141 @@
+// The LLaMA forward pass against logits computed by Hugging Face transformers (float32).
+#include <cmath>
+
+#include "lowbit/core/error.h"
+#include "lowbit/io/safetensors.h"
+#include "lowbit/models/generate.h"
+#include "lowbit/models/llama.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+struct LogitCheck {
+  double max_rel_l2 = 0;
+  int argmax_mismatches = 0;
+};
+
+LogitCheck compare_rows(const std::vector<float>& got, const std::vector<float>& want, int rows, int vocab) {
+  LogitCheck r;
+  for (int i = 0; i < rows; ++i) {
+    double num = 0, den = 0;
+    for (int j = 0; j < vocab; ++j) {
+      double d = double(got[size_t(i * vocab + j)]) - want[size_t(i * vocab + j)];
+      num += d * d;
+      den += double(want[size_t(i * vocab + j)]) * want[size_t(i * vocab + j)];
+    }
+    r.max_rel_l2 = std::max(r.max_rel_l2, std::sqrt(num / den));
+    if (argmax(&got[size_t(i * vocab)], vocab) != argmax(&want[size_t(i * vocab)], vocab)) ++r.argmax_mismatches;
+  }
+  return r;
+}
+
+void check_golden(const std::filesystem::path& dir, const std::filesystem::path& tokens_file,
+                  const std::filesystem::path& logits_file, double tolerance = 1e-4) {
+  auto model = load_causal_lm(dir);
+  auto tokens = test::read_binary<int32_t>(tokens_file);
+  auto want = test::read_binary<float>(logits_file);
+  const int vocab = model->vocab_size(), n = int(tokens.size());
+  ASSERT_EQ(want.size(), size_t(n) * size_t(vocab));
+
+  // All 64 positions in one prefill call.
+  auto session = model->new_session(n);
+  std::vector<float> got(want.size(), NAN);
+  model->forward(*session, tokens, got.data(), true);
+  LogitCheck batch = compare_rows(got, want, n, vocab);
+  EXPECT_LE(batch.max_rel_l2, tolerance);
+  EXPECT_EQ(batch.argmax_mismatches, 0);
+  std::printf("[ golden   ] %s: prefill max relative L2 error %.3g, argmax mismatches %d\n", dir.c_str(),
+              batch.max_rel_l2, batch.argmax_mismatches);
+
+  // Same logits one token at a time through the KV cache, and in uneven chunks.
+  session->reset();
+  std::fill(got.begin(), got.end(), NAN);
+  for (int i = 0; i < n; ++i) model->forward(*session, std::span(&tokens[size_t(i)], 1), &got[size_t(i) * size_t(vocab)], false);
+  LogitCheck inc = compare_rows(got, want, n, vocab);
+  EXPECT_LE(inc.max_rel_l2, tolerance);
+  EXPECT_EQ(inc.argmax_mismatches, 0);
+
+  session->reset();
+  std::fill(got.begin(), got.end(), NAN);
+  for (int start = 0, len = 1; start < n; start += len, len = len * 2 + 1) {
+    len = std::min(len, n - start);
+    model->forward(*session, std::span(&tokens[size_t(start)], size_t(len)), &got[size_t(start) * size_t(vocab)], true);
+  }
+  EXPECT_LE(compare_rows(got, want, n, vocab).max_rel_l2, tolerance);
+}
+
+// ../shared's golden_logits_64x8192.f32 of llama-16m-wiki differs from what transformers 5.17 /
+// torch 2.11 itself computes in float32 from the saved bf16 weights (CPU eager, CPU sdpa and CUDA
+// without TF32 all give a max relative row error of 8.1e-4 against it, and 1.2e-6 against lowbit;
+// measured on the device machine, see docs/goldens.md). So the shared file is held to 1e-3 with
+// every argmax equal, and lowbit to 1e-4 against logits regenerated with transformers on the CPU
+// in float32 (tests/data, every 4th of the 64 positions).
+TEST(Llama, MatchesTransformersLlama16m) {
+  auto dir = test::model_dir("llama-16m-wiki");
+  check_golden(dir, dir / "golden_tokens_64.i32", dir / "golden_logits_64x8192.f32", 1e-3);
+}
+
+TEST(Llama, MatchesTransformersCpuFp32Llama16m) {
+  auto dir = test::model_dir("llama-16m-wiki");
+  auto model = load_causal_lm(dir);
+  auto tokens = test::read_binary<int32_t>(dir / "golden_tokens_64.i32");
+  auto want = test::read_binary<float>(std::filesystem::path(LOWBIT_SOURCE_DIR) /
+                                       "tests/data/llama16m_hf_cpu_fp32_logits_rows0to60step4_16x8192.f32");
+  const int vocab = model->vocab_size();
+  ASSERT_EQ(want.size(), 16u * size_t(vocab));
+  auto session = model->new_session(64);
+  std::vector<float> all(64 * size_t(vocab), NAN), got;
+  model->forward(*session, tokens, all.data(), true);
+  for (int r = 0; r < 64; r += 4) got.insert(got.end(), &all[size_t(r) * size_t(vocab)], &all[size_t(r + 1) * size_t(vocab)]);
+  LogitCheck c = compare_rows(got, want, 16, vocab);
+  EXPECT_LE(c.max_rel_l2, 1e-4);
+  EXPECT_EQ(c.argmax_mismatches, 0);
+  std::printf("[ golden   ] llama-16m-wiki vs transformers CPU fp32: max relative L2 error %.3g\n", c.max_rel_l2);
+}
+
+TEST(Llama, MatchesReferenceStories260K) {
+  auto dir = test::model_dir("stories260K");
+  check_golden(dir / "hf", dir / "reference/tokens_64.i32", dir / "reference/logits_64x512.f32");
+}
+
+TEST(Llama, SessionLimitsAndBadTokens) {
+  auto model = load_causal_lm(test::model_dir("stories260K/hf"));
+  std::vector<float> logits(512);
+  auto s = model->new_session(4);
+  std::vector<int32_t> five = {1, 2, 3, 4, 5};
+  test::expect_error([&] { model->forward(*s, five, logits.data(), false); }, {"exceeds", "4 positions"});
+  std::vector<int32_t> bad = {1, 600};
+  test::expect_error([&] { model->forward(*s, bad, logits.data(), false); }, {"token id 600", "outside the vocabulary"});
+  test::expect_error([&] { model->new_session(100000); }, {"max_position_embeddings"});
+}
+
+TEST(Llama, MissingTensorIsNamed) {
+  // A checkpoint whose lm_head is absent although config.json says the embeddings are not tied.
+  auto dir = test::temp_dir("untied");
+  std::filesystem::copy_file(test::model_dir("stories260K/hf") / "config.json", dir / "config.json");
+  std::string cfg;
+  {
+    std::ifstream f(dir / "config.json");
+    cfg.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  cfg.replace(cfg.find("\"tie_word_embeddings\": true"), 27, "\"tie_word_embeddings\": false");
+  std::filesystem::remove(dir / "config.json");
+  test::write_bytes(dir / "config.json", cfg);
+  std::filesystem::copy_file(test::model_dir("stories260K/hf") / "model.safetensors", dir / "model.safetensors");
+  test::expect_error([&] { load_causal_lm(dir); }, {"lm_head.weight", "tie_word_embeddings"});
+
+  // And a checkpoint that lacks a layer's weight altogether.
+  auto dir2 = test::temp_dir("missing");
+  std::filesystem::copy_file(test::model_dir("stories260K/hf") / "config.json", dir2 / "config.json");
+  TensorStore src(test::model_dir("stories260K/hf"));
+  SafetensorsWriter w;
+  for (const auto& t : src.all())
+    if (t.info->name != "model.layers.3.mlp.up_proj.weight")
+      w.add(t.info->name, t.info->dtype, t.info->shape, t.data, t.bytes());
+  w.write(dir2 / "model.safetensors");
+  test::expect_error([&] { load_causal_lm(dir2); }, {"missing tensor 'model.layers.3.mlp.up_proj.weight'"});
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -1,0 +1,86 @@
+#pragma once
+// Quantized formats: each one is a file under src/formats/ with a scalar reference quantize /
+// dequantize (the specification) and its bit packing, and one row in format_registry(), the table
+// that the CLI, the checkpoint loader, tests and benchmarks loop over.
+//
+// A quantized weight W[rows][cols] (rows = output channels, cols = inputs) is stored as named parts,
+// each written to safetensors as "<tensor name>.<suffix>":
+//   "q"        packed codes, U8 [rows][ceil(cols * bits / 8)], each row a little-endian bit stream
+//              (code i of a row occupies bits [i*bits, (i+1)*bits), LSB first; rows start on a byte)
+//   "scale"    F16 (or F32) scales, [rows][groups_per_row] (per tensor: [1][1])
+//   "min"      affine formats: the group minimum, same shape as "scale"
+//   "codebook" code-book formats: F16/F32 centroids
+//   ...        other format-specific parts (documented in the format's file)
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lowbit/core/dtype.h"
+
+namespace lowbit {
+
+// What a scheme asks of a format.
+struct QuantSpec {
+  int bits = 4;
+  // Inputs per group along a row. 0: one group per row (per output channel). -1: one group for the
+  // whole tensor. Otherwise any G >= 1; the last group of a row is shorter when G does not divide cols.
+  int64_t group = 0;
+  bool double_quant = false;  // NF4/FP4: block scales quantized to 8 bits in blocks of 256 (QLoRA)
+  int iterations = 20;        // k-means: Lloyd iterations
+};
+
+struct QuantPart {
+  std::string suffix;  // "q", "scale", "min", "codebook", ...
+  DType dtype = DType::U8;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
+struct QuantizedTensor {
+  std::string format;  // a format_registry() name
+  QuantSpec spec;
+  int64_t rows = 0, cols = 0;
+  std::vector<QuantPart> parts;
+
+  const QuantPart* find(std::string_view suffix) const;
+  // The part, checked: present, of dtype `dtype` (or `alt`) and of shape `shape`; throws lowbit::Error.
+  const QuantPart& require(std::string_view suffix, std::vector<int64_t> shape, DType dtype, DType alt) const;
+  uint64_t bytes() const;  // all parts
+};
+
+struct FormatTraits {
+  std::string_view name;         // "affine", "symmetric", "nf4", "fp4", "kmeans", "binary", "ternary", "f16", "bf16"
+  std::string_view description;  // one line, with the formula
+  int min_bits, max_bits;        // accepted QuantSpec::bits
+  // Quantizes w[rows][cols]. The caller has checked that every value is finite.
+  QuantizedTensor (*quantize)(const float* w, int64_t rows, int64_t cols, const QuantSpec& spec);
+  // Reconstructs out[rows][cols]. Validates every part first (presence, dtype, shape, code range) and
+  // throws lowbit::Error saying which part is wrong: the input may come from an untrusted file.
+  void (*dequantize)(const QuantizedTensor& q, float* out);
+  // Storage cost in bits per weight, counting every scale, zero point and code book.
+  double (*bits_per_weight)(int64_t rows, int64_t cols, const QuantSpec& spec);
+};
+
+const std::vector<FormatTraits>& format_registry();
+const FormatTraits& find_format(std::string_view name);  // throws, listing the known names
+
+// Groups per row and the length of group g under spec.group (see QuantSpec::group).
+int64_t groups_per_row(int64_t cols, int64_t group);
+
+// k-bit little-endian bit streams (k = 1..8): packs n codes (each < 2^k) into ceil(n*k/8) bytes.
+size_t packed_bytes(int64_t n, int bits);
+void pack_bits(const uint8_t* codes, int64_t n, int bits, uint8_t* out);
+void unpack_bits(const uint8_t* packed, int64_t n, int bits, uint8_t* codes);
+
+// Named schemes (what `lowbit quantize --scheme` accepts): a format plus its spec.
+struct Scheme {
+  std::string_view name;         // "int8", "int4", "int3", "int2", "nf4", "fp4", "kmeans4", "binary", "ternary", "f16", "bf16"
+  std::string_view format;
+  QuantSpec spec;
+  std::string_view description;
+};
+const std::vector<Scheme>& scheme_registry();
+const Scheme& find_scheme(std::string_view name);  // throws, listing the known names
+
+}  // namespace lowbit

@@ -1,0 +1,62 @@
+#pragma once
+// The weights of a checkpoint as the models see them: logical tensors, float or quantized.
+//
+// A quantized checkpoint (written by `lowbit quantize`) stores each quantized weight W as the parts
+// of its format ("<name>.q", "<name>.scale", ...) and describes it in the safetensors __metadata__
+// under "lowbit.quant.<name>" as JSON: {"format", "bits", "group", "double_quant", "iterations",
+// "shape": [rows, cols], "dtype": original dtype, and the quantization error "mse", "sqnr_db",
+// "max_abs_err"}. Everything there is validated before use.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lowbit/formats/format.h"
+#include "lowbit/io/safetensors.h"
+
+namespace lowbit {
+
+inline constexpr std::string_view kQuantMetaPrefix = "lowbit.quant.";
+
+struct QuantError {
+  double mse = 0, sqnr_db = 0, max_abs = 0;
+};
+QuantError measure_quant_error(const float* original, const float* reconstructed, size_t n);
+
+struct LogicalTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  DType dtype = DType::F32;   // the stored dtype of a float tensor; the original dtype of a quantized one
+  uint64_t bytes = 0;         // stored bytes, all parts included
+  std::string format;         // empty for a float tensor
+  QuantSpec spec;             // when quantized
+  std::optional<QuantError> error;
+  int64_t numel() const;
+};
+
+class WeightStore {
+ public:
+  explicit WeightStore(const std::filesystem::path& dir);  // opens the TensorStore, validates quant metadata
+
+  const TensorStore& store() const { return store_; }
+  const std::filesystem::path& dir() const { return store_.dir(); }
+  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+  bool quantized() const { return n_quantized_ > 0; }
+  std::vector<LogicalTensor> tensors() const;  // sorted by name
+  const LogicalTensor& get(const std::string& name) const;
+
+  // A float tensor converted, or a quantized one dequantized, to float32; the shape is checked
+  // (an empty `shape` accepts any). Errors name the file and the tensor.
+  std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& shape = {}) const;
+  // The stored parts of a quantized tensor.
+  QuantizedTensor load_quantized(const std::string& name) const;
+
+ private:
+  TensorStore store_;
+  std::map<std::string, LogicalTensor> tensors_;
+  std::map<std::string, std::vector<std::string>> parts_;  // quantized name -> its part tensor names
+  int n_quantized_ = 0;
+};
+
+}  // namespace lowbit

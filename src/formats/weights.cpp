@@ -1,0 +1,159 @@
+#include "lowbit/formats/weights.h"
+
+#include <cmath>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "lowbit/core/error.h"
+
+namespace lowbit {
+
+using nlohmann::json;
+
+int64_t LogicalTensor::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+QuantError measure_quant_error(const float* x, const float* y, size_t n) {
+  double err = 0, sig = 0, mx = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double d = double(x[i]) - double(y[i]);
+    err += d * d;
+    sig += double(x[i]) * double(x[i]);
+    mx = std::max(mx, std::fabs(d));
+  }
+  QuantError e;
+  e.mse = n ? err / double(n) : 0;
+  e.max_abs = mx;
+  e.sqnr_db = err > 0 ? 10 * std::log10(sig / err) : (sig > 0 ? INFINITY : 0);
+  return e;
+}
+
+namespace {
+
+template <typename T>
+T field(const json& j, const char* key, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end()) fail("{}: missing field '{}'", where, key);
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    fail("{}: field '{}' has the wrong type: {}", where, key, it->dump());
+  }
+}
+
+}  // namespace
+
+WeightStore::WeightStore(const std::filesystem::path& dir) : store_(dir) {
+  // Quantized tensors first (from each file's metadata), then every tensor not a part of one.
+  std::map<std::string, std::string> part_owner;
+  for (const auto& file : store_.files()) {
+    for (const auto& [key, value] : file->metadata()) {
+      if (key.rfind(kQuantMetaPrefix, 0) != 0) continue;
+      const std::string name = key.substr(kQuantMetaPrefix.size());
+      const std::string where = fmt::format("{}: __metadata__ '{}'", file->path().string(), key);
+      json j;
+      try {
+        j = json::parse(value);
+      } catch (const json::exception& e) {
+        fail("{}: not valid JSON: {}", where, e.what());
+      }
+      if (!j.is_object()) fail("{}: expected a JSON object", where);
+      LogicalTensor t;
+      t.name = name;
+      t.format = field<std::string>(j, "format", where);
+      const FormatTraits& traits = find_format(t.format);
+      t.spec.bits = field<int>(j, "bits", where);
+      if (t.spec.bits < traits.min_bits || t.spec.bits > traits.max_bits)
+        fail("{}: bits {} outside {}'s range {}..{}", where, t.spec.bits, t.format, traits.min_bits, traits.max_bits);
+      t.spec.group = field<int64_t>(j, "group", where);
+      if (t.spec.group < -1) fail("{}: group {} must be -1, 0 or positive", where, t.spec.group);
+      t.spec.double_quant = j.value("double_quant", false);
+      t.spec.iterations = j.value("iterations", 20);
+      t.shape = field<std::vector<int64_t>>(j, "shape", where);
+      if (t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0 || t.shape[0] > (int64_t(1) << 31) ||
+          t.shape[1] > (int64_t(1) << 31))
+        fail("{}: shape must be [rows, cols] with positive sizes, found {}", where, j["shape"].dump());
+      auto dtype = dtype_from_name(field<std::string>(j, "dtype", where));
+      if (!dtype) fail("{}: unknown dtype {}", where, j["dtype"].dump());
+      t.dtype = *dtype;
+      if (j.contains("mse"))
+        t.error = QuantError{j.value("mse", 0.0), j.value("sqnr_db", 0.0), j.value("max_abs_err", 0.0)};
+      if (tensors_.count(name)) fail("{}: tensor '{}' is described twice", where, name);
+      // Its parts: every tensor named "<name>.<suffix>".
+      const std::string prefix = name + ".";
+      for (const auto& ti : file->tensors()) {
+        if (ti.name.rfind(prefix, 0) != 0 || ti.name.find('.', prefix.size()) != std::string::npos) continue;
+        parts_[name].push_back(ti.name);
+        part_owner[ti.name] = name;
+        t.bytes += ti.end - ti.begin;
+      }
+      if (parts_[name].empty()) fail("{}: no stored parts ('{}.q', ...) for quantized tensor '{}'", where, name, name);
+      tensors_[name] = std::move(t);
+      ++n_quantized_;
+    }
+  }
+  for (const auto& v : store_.all()) {
+    const std::string& name = v.info->name;
+    if (part_owner.count(name)) continue;
+    if (tensors_.count(name)) fail("{}: tensor '{}' is stored both quantized and as a plain tensor", v.file.string(), name);
+    LogicalTensor t;
+    t.name = name;
+    t.shape = v.info->shape;
+    t.dtype = v.info->dtype;
+    t.bytes = v.bytes();
+    tensors_[name] = std::move(t);
+  }
+}
+
+std::vector<LogicalTensor> WeightStore::tensors() const {
+  std::vector<LogicalTensor> out;
+  for (const auto& [name, t] : tensors_) out.push_back(t);
+  return out;
+}
+
+const LogicalTensor& WeightStore::get(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) fail("{}: missing tensor '{}'", dir().string(), name);
+  return it->second;
+}
+
+QuantizedTensor WeightStore::load_quantized(const std::string& name) const {
+  const LogicalTensor& t = get(name);
+  if (t.format.empty()) fail("{}: tensor '{}' is not quantized", dir().string(), name);
+  QuantizedTensor q;
+  q.format = t.format;
+  q.spec = t.spec;
+  q.rows = t.shape[0];
+  q.cols = t.shape[1];
+  for (const auto& part : parts_.at(name)) {
+    TensorView v = store_.get(part);
+    QuantPart p;
+    p.suffix = part.substr(name.size() + 1);
+    p.dtype = v.info->dtype;
+    p.shape = v.info->shape;
+    p.bytes.assign(v.data, v.data + v.bytes());
+    q.parts.push_back(std::move(p));
+  }
+  return q;
+}
+
+std::vector<float> WeightStore::load_f32(const std::string& name, const std::vector<int64_t>& shape) const {
+  const LogicalTensor& t = get(name);
+  if (!shape.empty() && t.shape != shape)
+    fail("{}: tensor '{}' has shape [{}], expected [{}] from config.json", dir().string(), name,
+         fmt::join(t.shape, ", "), fmt::join(shape, ", "));
+  if (t.format.empty()) return store_.load_f32(name, shape);
+  QuantizedTensor q = load_quantized(name);
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  try {
+    find_format(q.format).dequantize(q, out.data());
+  } catch (const Error& e) {
+    fail("{}: quantized tensor '{}' ({}): {}", dir().string(), name, q.format, e.what());
+  }
+  return out;
+}
+
+}  // namespace lowbit

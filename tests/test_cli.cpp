@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <set>
 
 #include "lowbit/core/file.h"
 #include "test_util.h"
@@ -106,6 +107,85 @@ TEST(Cli, BadCheckpointIsReportedNotCrashed) {
   EXPECT_NE(err.find((dir / "config.json").string() + ": not valid JSON"), std::string::npos) << err;
   r = run_lowbit("run " + dir.string() + " -n 2", &err);
   EXPECT_EQ(r.status, 1);
+}
+
+TEST(Cli, QuantizeInspectRunEvalQuantized) {
+  std::string err;
+  auto r = run_lowbit("quantize --list-schemes --json", &err);
+  ASSERT_EQ(r.status, 0) << err;
+  auto schemes = nlohmann::json::parse(r.out)["schemes"];
+  std::set<std::string> names;
+  for (const auto& s : schemes) names.insert(s["scheme"].get<std::string>());
+  for (const char* n : {"int8", "int4", "int3", "int2", "nf4", "fp4", "kmeans4", "binary", "f16", "bf16"})
+    EXPECT_TRUE(names.count(n)) << n;
+
+  auto dir = test::temp_dir("q");
+  const std::string model = test::model_dir("stories260K/hf").string();
+  r = run_lowbit("quantize " + model + " -o " + (dir / "nf4").string() + " --scheme nf4 --json", &err);
+  ASSERT_EQ(r.status, 0) << err;
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* k : {"scheme", "method", "bits_per_weight", "bytes_in", "bytes_out", "seconds", "peak_rss_mb"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(j["scheme"], "nf4");
+  EXPECT_NEAR(j["bits_per_weight"].get<double>(), 4.13, 0.1);
+  EXPECT_NE(err.find("quantize:"), std::string::npos) << err;  // progress
+
+  r = run_lowbit("quantize " + model + " -o " + (dir / "nf4").string() + " --scheme nf4", &err);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(err.find("already exists"), std::string::npos) << err;
+  r = run_lowbit("quantize " + model + " -o " + (dir / "x").string() + " --scheme int5", &err);
+  EXPECT_NE(r.status, 0);
+
+  // The text mode prints the size table.
+  r = run_lowbit("quantize " + model + " -o " + (dir / "int8").string() + " --scheme int8 --keep '*.layers.0.*'", &err);
+  ASSERT_EQ(r.status, 0) << err;
+  EXPECT_NE(r.out.find("FP32"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mlp"), std::string::npos) << r.out;
+
+  r = run_lowbit("inspect " + (dir / "nf4").string() + " --json", &err);
+  ASSERT_EQ(r.status, 0) << err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["quantized"], true);
+  EXPECT_EQ(j["params"], 260032);
+  bool saw = false;
+  for (const auto& t : j["tensors"])
+    if (t["name"] == "model.layers.0.mlp.up_proj.weight") {
+      saw = true;
+      EXPECT_EQ(t["format"], "nf4");
+      EXPECT_GT(t["error"]["sqnr_db"].get<double>(), 10.0);
+    }
+  EXPECT_TRUE(saw);
+
+  r = run_lowbit("run " + (dir / "nf4").string() + " -p 'Once upon a time' -n 8 --json", &err);
+  ASSERT_EQ(r.status, 0) << err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["tokens"].size(), 8u);
+
+  auto text = test::shared_dir() / "datasets/tinystories/tinystories_val_head.txt";
+  r = run_lowbit("eval " + (dir / "nf4").string() + " --ref " + model + " --ppl " + text.string() +
+                     " --ctx 64 --max-windows 4 --json", &err);
+  ASSERT_EQ(r.status, 0) << err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["kld"].get<double>(), 0.0);
+  EXPECT_LT(j["kld"].get<double>(), 0.5);
+  EXPECT_GT(j["top1"].get<double>(), 0.5);
+}
+
+TEST(Cli, ReportWritesTableAndPlots) {
+  auto dir = test::temp_dir("report");
+  auto text = test::shared_dir() / "datasets/tinystories/tinystories_val_head.txt";
+  std::string err;
+  auto r = run_lowbit("report " + test::model_dir("stories260K/hf").string() + " -o " + dir.string() +
+                          " --schemes int8,int4,binary --ppl " + text.string() + " --ctx 64 --max-windows 3 --json",
+                      &err);
+  ASSERT_EQ(r.status, 0) << err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 4u);  // fp32 (the input is fp32) + 3 schemes
+  EXPECT_EQ(j["rows"][0]["scheme"], "fp32");
+  EXPECT_EQ(j["rows"][1]["scheme"], "int8");
+  EXPECT_LT(j["rows"][1]["kld"].get<double>(), j["rows"][3]["kld"].get<double>());  // int8 beats binary
+  for (const char* f : {"report.json", "report.md", "size_vs_bits.png", "ppl_vs_bits.png"})
+    EXPECT_GT(std::filesystem::file_size(dir / f), 100u) << f;
+  EXPECT_NE(read_file(dir / "report.md").find("| int4 |"), std::string::npos);
 }
 
 }  // namespace

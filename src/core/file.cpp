@@ -93,3 +93,13 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view conte
 }
 
 }  // namespace lowbit
+
+#include <sys/resource.h>
+
+namespace lowbit {
+double peak_rss_mb() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KB on Linux
+}
+}  // namespace lowbit

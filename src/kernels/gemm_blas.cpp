@@ -14,6 +14,12 @@ void gemm_f32_nt(const float* a, const float* w, float* c, size_t m, size_t n, s
               int(n));
 }
 
+void gemm_f32_strided(const float* a, size_t lda, const float* b, size_t ldb, bool b_transposed, float* c, size_t ldc,
+                      size_t m, size_t n, size_t k) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, int(m), int(n), int(k), 1.0f, a,
+              int(lda), b, int(ldb), 0.0f, c, int(ldc));
+}
+
 void set_blas_threads(int threads) {
   if (threads > 0) openblas_set_num_threads(threads);
 }

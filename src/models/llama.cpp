@@ -73,7 +73,7 @@ void apply_rope(float* x, const float* cos_row, const float* sin_row, int half) 
 
 }  // namespace
 
-LlamaModel::LlamaModel(ModelConfig config, const TensorStore& store) : cfg_(std::move(config)) {
+LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store) : cfg_(std::move(config)) {
   const int64_t hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
   const int64_t inter = cfg_.intermediate_size, vocab = cfg_.vocab_size;
   embed_ = store.load_f32("model.embed_tokens.weight", {vocab, hidden});
@@ -125,7 +125,47 @@ std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
 
 // Causal grouped-query attention of n new query rows (positions pos0..pos0+n-1) over the cache.
 // qkv: [n][(heads + 2 kv_heads) * head_dim] with RoPE applied; out: [n][heads * head_dim].
+// Per head: S = Q_h K_hᵀ (one GEMM over the whole cache), causal mask, softmax by rows, O_h = S V_h.
 void LlamaModel::attention(const float* qkv, int n, int pos0, int layer, LlamaSession& s, float* out) const {
+  const int nh = cfg_.num_heads, hd = cfg_.head_dim, group = cfg_.num_heads / cfg_.num_kv_heads;
+  const int qkv_dim = (cfg_.num_heads + 2 * cfg_.num_kv_heads) * hd, kv_dim = cfg_.num_kv_heads * hd;
+  const int len = pos0 + n;  // keys visible to the last query
+  const float scale = 1.0f / std::sqrt(float(hd));
+  ThreadPool& pool = default_thread_pool();
+  if (n <= 4) {  // decode: a few rows, where BLAS calls per head cost more than they save
+    attention_rows(qkv, n, pos0, layer, s, out);
+    return;
+  }
+  std::vector<float> scores(size_t(n) * size_t(len));
+  for (int h = 0; h < nh; ++h) {
+    const int kvh = h / group;
+    gemm_f32_strided(qkv + size_t(h) * size_t(hd), qkv_dim, s.k_at(layer, 0) + size_t(kvh) * size_t(hd), kv_dim,
+                     /*b_transposed=*/true, scores.data(), len, size_t(n), size_t(len), size_t(hd));
+    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+      for (size_t i = b; i < e; ++i) {
+        float* row = &scores[i * size_t(len)];
+        const int pos = pos0 + int(i);
+        const int lo = cfg_.sliding_window > 0 ? std::max(0, pos - cfg_.sliding_window + 1) : 0;
+        float mx = -INFINITY;
+        for (int j = lo; j <= pos; ++j) mx = std::max(mx, row[j] * scale);
+        float sum = 0;
+        for (int j = lo; j <= pos; ++j) {
+          row[j] = std::exp(row[j] * scale - mx);
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < lo; ++j) row[j] = 0;
+        for (int j = lo; j <= pos; ++j) row[j] *= inv;
+        for (int j = pos + 1; j < len; ++j) row[j] = 0;
+      }
+    });
+    gemm_f32_strided(scores.data(), len, s.v_at(layer, 0) + size_t(kvh) * size_t(hd), kv_dim,
+                     /*b_transposed=*/false, out + size_t(h) * size_t(hd), nh * hd, size_t(n), size_t(hd), size_t(len));
+  }
+}
+
+// The same attention computed directly per (query row, head): for a few rows (decode).
+void LlamaModel::attention_rows(const float* qkv, int n, int pos0, int layer, LlamaSession& s, float* out) const {
   const int nh = cfg_.num_heads, hd = cfg_.head_dim, group = cfg_.num_heads / cfg_.num_kv_heads;
   const int qkv_dim = (cfg_.num_heads + 2 * cfg_.num_kv_heads) * hd;
   const float scale = 1.0f / std::sqrt(float(hd));

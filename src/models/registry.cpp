@@ -6,9 +6,9 @@ namespace lowbit {
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir) {
   ModelConfig cfg = load_config(dir);
-  TensorStore store(dir);
+  WeightStore weights(dir);
   // Every supported architecture so far is a LLaMA-family decoder (see supported_architectures()).
-  return std::make_unique<LlamaModel>(std::move(cfg), store);
+  return std::make_unique<LlamaModel>(std::move(cfg), weights);
 }
 
 }  // namespace lowbit

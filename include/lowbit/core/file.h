@@ -51,3 +51,8 @@ class AtomicFileWriter {
 void write_file_atomic(const std::filesystem::path& path, std::string_view content);
 
 }  // namespace lowbit
+
+namespace lowbit {
+// Peak resident set size of this process so far, in MB (from getrusage).
+double peak_rss_mb();
+}  // namespace lowbit

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "lowbit/models/model.h"
 
@@ -21,6 +22,7 @@ struct PerplexityOptions {
   int bos_id = -1;       // >= 0: each window starts with this token
   int max_windows = 0;   // 0: every full window
   bool progress = true;  // a progress line on stderr
+  const CausalLM* reference = nullptr;  // perplexity(): compare against this model (KLD, top-1)
   // Called with each window's logits [ctx][vocab] (e.g. to compare against a reference model).
   std::function<void(int window, std::span<const int32_t> tokens, const float* logits)> on_window;
 };
@@ -30,9 +32,18 @@ struct PerplexityResult {
   int64_t tokens_scored = 0;
   int windows = 0;
   int ctx = 0;
+  // Against a reference model on the same windows and scored positions (when one is given):
+  // mean KL(reference || model) in nats per token, and how often both put the same token on top.
+  bool has_reference = false;
+  double kld = 0, kld_stderr = 0, top1 = 0;
 };
 
 PerplexityResult perplexity(const CausalLM& model, std::span<const int32_t> text_tokens, const PerplexityOptions& opt);
+
+// Several models over the same windows in one pass; with a reference, the reference runs once per
+// window and every result gets KLD and top-1 agreement against it.
+std::vector<PerplexityResult> perplexity_compare(std::span<const CausalLM* const> models, const CausalLM* reference,
+                                                 std::span<const int32_t> text_tokens, const PerplexityOptions& opt);
 
 // log p(target) from one row of logits, computed stably (max-shifted log-sum-exp in double).
 double log_softmax_at(const float* logits, int vocab, int target);

@@ -8,6 +8,11 @@ namespace lowbit {
 // W stored [out, in] as in Hugging Face checkpoints. Row-major, contiguous.
 void gemm_f32_nt(const float* a, const float* w, float* c, size_t m, size_t n, size_t k, bool accumulate = false);
 
+// C[m][n] (row stride ldc) = A[m][k] (row stride lda) · B, where B is W[n][k]ᵀ (b_transposed, row
+// stride ldb) or B[k][n] (row stride ldb): for sub-matrices of interleaved buffers (attention heads).
+void gemm_f32_strided(const float* a, size_t lda, const float* b, size_t ldb, bool b_transposed, float* c, size_t ldc,
+                      size_t m, size_t n, size_t k);
+
 // Threads BLAS may use (call once at start-up; 0 = all hardware threads).
 void set_blas_threads(int threads);
 

@@ -8,14 +8,14 @@
 // grouped-query heads (num_heads / num_kv_heads query heads share one KV head).
 #include <vector>
 
-#include "lowbit/io/safetensors.h"
+#include "lowbit/formats/weights.h"
 #include "lowbit/models/model.h"
 
 namespace lowbit {
 
 class LlamaModel : public CausalLM {
  public:
-  LlamaModel(ModelConfig config, const TensorStore& store);
+  LlamaModel(ModelConfig config, const WeightStore& weights);  // float or quantized (dequantized once)
 
   const ModelConfig& config() const override { return cfg_; }
   std::unique_ptr<Session> new_session(int max_tokens) const override;
@@ -32,6 +32,7 @@ class LlamaModel : public CausalLM {
     std::vector<float> w_down;               // [hidden, intermediate]
   };
   void attention(const float* qkv, int n, int pos0, int layer, class LlamaSession& s, float* out) const;
+  void attention_rows(const float* qkv, int n, int pos0, int layer, class LlamaSession& s, float* out) const;
 
   ModelConfig cfg_;
   std::vector<float> embed_;    // [vocab, hidden]

@@ -1,0 +1,53 @@
+#pragma once
+// Round-to-nearest quantization of a whole checkpoint into a new folder:
+//   OUT/config.json        the input's, plus "quantization_config"
+//   OUT/model.safetensors  kept tensors as stored; quantized ones as their format's parts, described
+//                          in __metadata__ (see formats/weights.h)
+//   OUT/<tokenizer files>  copied
+// The folder is assembled under a temporary name beside OUT and renamed into place when complete;
+// the input is only read.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lowbit/formats/weights.h"
+#include "lowbit/quant/recipe.h"
+
+namespace lowbit {
+
+struct QuantizeOptions {
+  std::string scheme = "int4";
+  int64_t group_size = 0;  // > 0: overrides the scheme's group (affine/symmetric/nf4/fp4/binary/ternary)
+  bool quantize_embeddings = false, quantize_lm_head = false;
+  std::vector<RecipeRule> rules;  // --keep / --override, in order
+  bool force = false;             // replace an existing OUT
+  bool progress = true;
+  int threads = 0;
+};
+
+struct TensorReport {
+  std::string name, cls, scheme;  // scheme empty: kept
+  std::vector<int64_t> shape;
+  DType dtype_in = DType::F32;
+  uint64_t bytes_in = 0, bytes_out = 0;
+  QuantError error;
+  int64_t numel() const;
+};
+
+struct QuantizeReport {
+  std::vector<TensorReport> tensors;
+  uint64_t bytes_in = 0, bytes_out = 0;  // tensor data only
+  int64_t params = 0, params_quantized = 0;
+  double seconds = 0;
+  double bits_per_weight() const { return params ? 8.0 * double(bytes_out) / double(params) : 0; }
+  // Bits per weight over the quantized tensors only (scales, zero points, code books included).
+  double quantized_bits_per_weight() const;
+};
+
+QuantizeReport quantize_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
+                                   const QuantizeOptions& opt);
+
+// The scheme with opt.group_size applied.
+QuantSpec effective_spec(const Scheme& s, int64_t group_size);
+
+}  // namespace lowbit

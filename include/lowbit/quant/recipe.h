@@ -1,0 +1,40 @@
+#pragma once
+// A recipe decides, per tensor, whether it is quantized and with which scheme: a rule table of
+// (glob pattern, action) looked up first-match-wins, not a ladder of ifs on tensor names.
+// Built-in policy: tensors that are not 2-D (norm weights, biases) are never quantized; embeddings
+// and lm_head are kept unless asked for; every other 2-D weight gets the default scheme.
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lowbit {
+
+struct RecipeRule {
+  std::string pattern;  // fnmatch glob over the tensor name, e.g. "*.mlp.down_proj.weight"
+  std::string scheme;   // a scheme name, or "keep" (leave the tensor as it is)
+  std::string origin;   // "--keep", "--override", "default", ... (for messages)
+};
+
+class Recipe {
+ public:
+  // default_scheme applies to linear weights; user rules (in order) take precedence over the defaults.
+  Recipe(std::string default_scheme, bool quantize_embeddings, bool quantize_lm_head,
+         std::vector<RecipeRule> user_rules);
+
+  // The scheme for a tensor of this name and rank, or nullopt to keep it as stored.
+  std::optional<std::string> scheme_for(const std::string& name, size_t rank) const;
+  const std::vector<RecipeRule>& rules() const { return rules_; }
+
+ private:
+  std::vector<RecipeRule> rules_;
+};
+
+// "PATTERN=SCHEME" from --override; the scheme must exist (throws otherwise).
+RecipeRule parse_override(const std::string& arg);
+
+// The class of a tensor for size tables: "attention", "mlp", "embeddings", "lm_head", "norms", "other".
+std::string tensor_class(const std::string& name);
+
+bool glob_match(const std::string& pattern, const std::string& name);
+
+}  // namespace lowbit

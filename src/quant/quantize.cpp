@@ -1,0 +1,209 @@
+#include "lowbit/quant/quantize.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "lowbit/core/error.h"
+#include "lowbit/core/file.h"
+#include "lowbit/core/progress.h"
+#include "lowbit/core/thread_pool.h"
+
+namespace lowbit {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+int64_t TensorReport::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+double QuantizeReport::quantized_bits_per_weight() const {
+  uint64_t bytes = 0;
+  int64_t n = 0;
+  for (const auto& t : tensors)
+    if (!t.scheme.empty()) {
+      bytes += t.bytes_out;
+      n += t.numel();
+    }
+  return n ? 8.0 * double(bytes) / double(n) : 0;
+}
+
+QuantSpec effective_spec(const Scheme& s, int64_t group_size) {
+  QuantSpec spec = s.spec;
+  if (group_size > 0) {
+    if (s.format == "f16" || s.format == "bf16" || s.format == "kmeans")
+      fail("--group-size does not apply to scheme '{}' ({})", s.name, s.format);
+    spec.group = group_size;
+  }
+  return spec;
+}
+
+namespace {
+
+// Files of a checkpoint folder that are copied unchanged.
+constexpr const char* kCopiedFiles[] = {"tokenizer.json",   "tokenizer.model", "tokenizer_config.json",
+                                        "special_tokens_map.json", "vocab.json", "merges.txt",
+                                        "vocab.txt",        "generation_config.json", "added_tokens.json"};
+
+void fsync_path(const fs::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, const QuantizeOptions& opt) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (fs::exists(out) && !opt.force) fail("{}: already exists (use --force to replace it)", out.string());
+  if (fs::exists(out) && fs::equivalent(in, out)) fail("{}: the output may not be the input folder", out.string());
+  const fs::path config_path = in / "config.json";
+  json config;
+  try {
+    config = json::parse(read_file(config_path, 16u << 20));
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON: {}", config_path.string(), e.what());
+  }
+  if (!config.is_object()) fail("{}: expected a JSON object", config_path.string());
+  WeightStore weights(in);
+  if (weights.quantized()) fail("{}: already quantized; quantize the float checkpoint instead", in.string());
+  Recipe recipe(opt.scheme, opt.quantize_embeddings, opt.quantize_lm_head, opt.rules);
+
+  QuantizeReport report;
+  const auto tensors = weights.tensors();
+  report.tensors.resize(tensors.size());
+  std::vector<QuantizedTensor> quantized(tensors.size());
+  // Plan first (cheap), so errors in the recipe surface before any work.
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    TensorReport& r = report.tensors[i];
+    r.name = tensors[i].name;
+    r.cls = tensor_class(r.name);
+    r.shape = tensors[i].shape;
+    r.dtype_in = tensors[i].dtype;
+    r.bytes_in = tensors[i].bytes;
+    auto scheme = recipe.scheme_for(r.name, r.shape.size());
+    if (scheme) r.scheme = *scheme;
+  }
+
+  Progress progress("quantize", tensors.size(), opt.progress);
+  std::mutex mu;
+  size_t done = 0;
+  std::exception_ptr first_error;
+  ThreadPool pool(opt.threads);
+  // One tensor per task; big tensors first would balance better, but order keeps output deterministic anyway.
+  pool.parallel_for(tensors.size(), [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; ++i) {
+      TensorReport& r = report.tensors[i];
+      try {
+        if (!r.scheme.empty()) {
+          const Scheme& s = find_scheme(r.scheme);
+          const QuantSpec spec = effective_spec(s, opt.group_size);
+          std::vector<float> w = weights.load_f32(r.name);
+          for (size_t k = 0; k < w.size(); ++k)
+            if (!std::isfinite(w[k]))
+              fail("{}: tensor '{}' holds {} at element {} (row {}, column {}): refusing to quantize", in.string(),
+                   r.name, w[k], k, k / size_t(r.shape[1]), k % size_t(r.shape[1]));
+          const FormatTraits& f = find_format(s.format);
+          quantized[i] = f.quantize(w.data(), r.shape[0], r.shape[1], spec);
+          quantized[i].format = std::string(s.format);
+          quantized[i].spec = spec;
+          std::vector<float> back(w.size(), NAN);
+          f.dequantize(quantized[i], back.data());
+          r.error = measure_quant_error(w.data(), back.data(), w.size());
+          r.bytes_out = quantized[i].bytes();
+        } else {
+          r.bytes_out = r.bytes_in;
+        }
+      } catch (...) {
+        std::lock_guard lock(mu);
+        if (!first_error) first_error = std::current_exception();
+      }
+      std::lock_guard lock(mu);
+      progress.update(++done, r.name);
+    }
+  });
+  if (first_error) std::rethrow_exception(first_error);
+
+  // Assemble the output under a temporary name beside OUT.
+  SafetensorsWriter writer;
+  writer.set_metadata("format", "pt");
+  writer.set_metadata("lowbit.format_version", "1");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    TensorReport& r = report.tensors[i];
+    report.params += r.numel();
+    report.bytes_in += r.bytes_in;
+    report.bytes_out += r.bytes_out;
+    if (r.scheme.empty()) {
+      TensorView v = weights.store().get(r.name);
+      writer.add(r.name, v.info->dtype, v.info->shape, v.data, v.bytes());
+      continue;
+    }
+    report.params_quantized += r.numel();
+    const QuantizedTensor& q = quantized[i];
+    json meta = {{"format", q.format},
+                 {"scheme", r.scheme},
+                 {"bits", q.spec.bits},
+                 {"group", q.spec.group},
+                 {"double_quant", q.spec.double_quant},
+                 {"iterations", q.spec.iterations},
+                 {"shape", r.shape},
+                 {"dtype", std::string(dtype_name(r.dtype_in))},
+                 {"mse", r.error.mse},
+                 {"sqnr_db", std::isfinite(r.error.sqnr_db) ? r.error.sqnr_db : 999.0},
+                 {"max_abs_err", r.error.max_abs}};
+    writer.set_metadata(std::string(kQuantMetaPrefix) + r.name, meta.dump());
+    for (const auto& p : q.parts) writer.add(r.name + "." + p.suffix, p.dtype, p.shape, p.bytes.data(), p.bytes.size());
+  }
+
+  const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  fs::create_directories(parent);
+  std::random_device rd;
+  const fs::path tmp = parent / fmt::format(".{}.tmp-{:08x}", out.filename().string(), rd());
+  fs::create_directory(tmp);
+  try {
+    writer.write(tmp / "model.safetensors");
+    const Scheme& s = find_scheme(opt.scheme);
+    const QuantSpec spec = effective_spec(s, opt.group_size);
+    json rules = json::array();
+    for (const auto& r : recipe.rules()) rules.push_back({{"pattern", r.pattern}, {"scheme", r.scheme}});
+    config["quantization_config"] = {{"quant_method", "lowbit"},
+                                     {"scheme", opt.scheme},
+                                     {"format", s.format},
+                                     {"bits", spec.bits},
+                                     {"group_size", spec.group},
+                                     {"method", "rtn"},
+                                     {"bits_per_weight", report.quantized_bits_per_weight()},
+                                     {"rules", rules}};
+    write_file_atomic(tmp / "config.json", config.dump(2) + "\n");
+    for (const char* f : kCopiedFiles)
+      if (fs::exists(in / f)) write_file_atomic(tmp / f, read_file(in / f));
+    fsync_path(tmp);
+    if (fs::exists(out)) {  // --force: swap the old folder out only now that the new one is whole
+      const fs::path old = parent / fmt::format(".{}.old-{:08x}", out.filename().string(), rd());
+      fs::rename(out, old);
+      fs::rename(tmp, out);
+      fs::remove_all(old);
+    } else {
+      fs::rename(tmp, out);
+    }
+    fsync_path(parent);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return report;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,62 @@
+#include "lowbit/quant/recipe.h"
+
+#include <fnmatch.h>
+
+#include "lowbit/core/error.h"
+#include "lowbit/formats/format.h"
+
+namespace lowbit {
+
+bool glob_match(const std::string& pattern, const std::string& name) {
+  return ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+}
+
+Recipe::Recipe(std::string default_scheme, bool quantize_embeddings, bool quantize_lm_head,
+               std::vector<RecipeRule> user_rules)
+    : rules_(std::move(user_rules)) {
+  find_scheme(default_scheme);  // throws for an unknown name
+  for (const auto& r : rules_)
+    if (r.scheme != "keep") find_scheme(r.scheme);
+  const std::string emb = quantize_embeddings ? default_scheme : "keep";
+  const std::string head = quantize_lm_head ? default_scheme : "keep";
+  // Names across the families lowbit reads (LLaMA family; GPT-2, OPT, BERT names for later models).
+  for (const char* p : {"*embed_tokens.weight", "*.wte.weight", "*.wpe.weight", "*embed_positions.weight",
+                        "*word_embeddings.weight", "*position_embeddings.weight", "*token_type_embeddings.weight"})
+    rules_.push_back({p, emb, "default (embeddings)"});
+  rules_.push_back({"lm_head.weight", head, "default (lm_head)"});
+  rules_.push_back({"*norm*", "keep", "default (norms)"});
+  rules_.push_back({"*", default_scheme, "default"});
+}
+
+std::optional<std::string> Recipe::scheme_for(const std::string& name, size_t rank) const {
+  if (rank != 2) return std::nullopt;  // norms, biases: never
+  for (const auto& r : rules_) {
+    if (!glob_match(r.pattern, name)) continue;
+    if (r.scheme == "keep") return std::nullopt;
+    return r.scheme;
+  }
+  return std::nullopt;
+}
+
+RecipeRule parse_override(const std::string& arg) {
+  auto eq = arg.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size())
+    fail("--override '{}': expected PATTERN=SCHEME, e.g. '*.down_proj.weight=int8'", arg);
+  RecipeRule r{arg.substr(0, eq), arg.substr(eq + 1), "--override"};
+  if (r.scheme != "keep") find_scheme(r.scheme);
+  return r;
+}
+
+std::string tensor_class(const std::string& name) {
+  static const std::vector<std::pair<const char*, const char*>> kClasses = {
+      {"*norm*", "norms"},         {"*ln_*", "norms"},          {"lm_head*", "lm_head"},
+      {"*embed*", "embeddings"},   {"*.wte.*", "embeddings"},   {"*.wpe.*", "embeddings"},
+      {"*attn*", "attention"},     {"*attention*", "attention"}, {"*mlp*", "mlp"},
+      {"*ffn*", "mlp"},            {"*", "other"},
+  };
+  for (const auto& [pattern, cls] : kClasses)
+    if (glob_match(pattern, name)) return cls;
+  return "other";
+}
+
+}  // namespace lowbit

@@ -1,0 +1,132 @@
+// lowbit quantize MODEL -o OUT --scheme S: round-to-nearest quantization into a new checkpoint,
+// then a size table per tensor class (bytes before / after, bits per weight with every scale, zero
+// point and code book) and the totals.
+#include <map>
+
+#include "commands.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/file.h"
+#include "lowbit/formats/format.h"
+#include "lowbit/io/model_path.h"
+#include "lowbit/quant/quantize.h"
+
+namespace lowbit::cli {
+
+namespace {
+
+struct QuantizeArgs {
+  Common c;
+  std::string out;
+  QuantizeOptions opt;
+  std::vector<std::string> keep, overrides;
+  bool list = false;
+};
+
+int list_schemes(bool as_json) {
+  json arr = json::array();
+  if (!as_json) fmt::print("{:<9} {:<10} {:>10} {:>10}  {}\n", "scheme", "format", "bpw 4096²", "bpw 384x1024", "description");
+  for (const Scheme& s : scheme_registry()) {
+    const FormatTraits& f = find_format(s.format);
+    const double big = f.bits_per_weight(4096, 4096, s.spec), small = f.bits_per_weight(384, 1024, s.spec);
+    if (as_json)
+      arr.push_back({{"scheme", s.name}, {"format", s.format}, {"bits", s.spec.bits}, {"group", s.spec.group},
+                     {"bits_per_weight", big}, {"description", s.description}});
+    else
+      fmt::print("{:<9} {:<10} {:>10.3f} {:>10.3f}  {}\n", s.name, s.format, big, small, s.description);
+  }
+  if (as_json) fmt::print("{}\n", json{{"schemes", arr}}.dump());
+  return 0;
+}
+
+}  // namespace
+
+void print_size_table(const QuantizeReport& r, const std::string& scheme) {
+  struct Row {
+    uint64_t in = 0, out = 0;
+    int64_t params = 0;
+  };
+  std::map<std::string, Row> rows;
+  for (const auto& t : r.tensors) {
+    Row& row = rows[t.cls];
+    row.in += t.bytes_in;
+    row.out += t.bytes_out;
+    row.params += t.numel();
+  }
+  fmt::print("\n{:<12} {:>12} {:>12} {:>12} {:>8} {:>8}\n", "class", "params", "bytes in", "bytes out", "bpw in", "bpw out");
+  for (const auto& [cls, row] : rows)
+    fmt::print("{:<12} {:>12} {:>12} {:>12} {:>8.3f} {:>8.3f}\n", cls, row.params, row.in, row.out,
+               8.0 * double(row.in) / double(row.params), 8.0 * double(row.out) / double(row.params));
+  fmt::print("{:<12} {:>12} {:>12} {:>12} {:>8.3f} {:>8.3f}\n", "total", r.params, r.bytes_in, r.bytes_out,
+             8.0 * double(r.bytes_in) / double(r.params), r.bits_per_weight());
+  fmt::print("\nsize: FP32 {:.2f} MB -> input {:.2f} MB -> {} {:.2f} MB ({:.2f}x smaller than FP32, {:.2f}x than the input); "
+             "quantized tensors at {:.3f} bits per weight\n",
+             4.0 * double(r.params) / 1e6, double(r.bytes_in) / 1e6, scheme, double(r.bytes_out) / 1e6,
+             4.0 * double(r.params) / double(r.bytes_out), double(r.bytes_in) / double(r.bytes_out),
+             r.quantized_bits_per_weight());
+}
+
+namespace {
+
+int quantize(QuantizeArgs& a) {
+  if (a.list) return list_schemes(a.c.json);
+  if (a.out.empty()) fail("quantize: give -o OUT (the folder to write)");
+  find_scheme(a.opt.scheme);
+  for (const auto& k : a.keep) a.opt.rules.push_back({k, "keep", "--keep"});
+  for (const auto& o : a.overrides) a.opt.rules.push_back(parse_override(o));
+  a.opt.threads = a.c.threads;
+  auto in = resolve_model_path(a.c.model);
+  QuantizeReport r = quantize_checkpoint(in, a.out, a.opt);
+  if (a.c.json) {
+    json tensors = json::array();
+    for (const auto& t : r.tensors) {
+      json j = {{"name", t.name}, {"class", t.cls}, {"scheme", t.scheme.empty() ? "keep" : t.scheme},
+                {"shape", t.shape}, {"bytes_in", t.bytes_in}, {"bytes_out", t.bytes_out}};
+      if (!t.scheme.empty()) j["error"] = {{"mse", t.error.mse}, {"sqnr_db", t.error.sqnr_db}, {"max_abs_err", t.error.max_abs}};
+      tensors.push_back(j);
+    }
+    json j = {{"scheme", a.opt.scheme},
+              {"method", "rtn"},
+              {"bits_per_weight", r.quantized_bits_per_weight()},
+              {"model_bits_per_weight", r.bits_per_weight()},
+              {"bytes_in", r.bytes_in},
+              {"bytes_out", r.bytes_out},
+              {"params", r.params},
+              {"seconds", r.seconds},
+              {"peak_rss_mb", peak_rss_mb()},
+              {"output", a.out},
+              {"tensors", tensors}};
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
+  double worst = 1e9;
+  std::string worst_name;
+  for (const auto& t : r.tensors)
+    if (!t.scheme.empty() && t.error.sqnr_db < worst) {
+      worst = t.error.sqnr_db;
+      worst_name = t.name;
+    }
+  print_size_table(r, a.opt.scheme);
+  if (!worst_name.empty()) fmt::print("lowest SQNR: {:.2f} dB ({})\n", worst, worst_name);
+  fmt::print("wrote {} in {:.2f} s (peak RSS {:.0f} MB)\n", a.out, r.seconds, peak_rss_mb());
+  return 0;
+}
+
+}  // namespace
+
+void register_quantize(CLI::App& app, std::function<int()>& run) {
+  auto a = std::make_shared<QuantizeArgs>();
+  auto* cmd = app.add_subcommand("quantize", "write a quantized checkpoint (round-to-nearest)");
+  add_common(cmd, a->c);
+  cmd->add_option("-o,--output", a->out, "output folder (written atomically)");
+  cmd->add_option("--scheme", a->opt.scheme, "quantization scheme (see --list-schemes)")->capture_default_str();
+  cmd->add_option("--group-size", a->opt.group_size, "inputs per group, overriding the scheme's");
+  cmd->add_option("--keep", a->keep, "leave tensors matching this glob unquantized (repeatable)");
+  cmd->add_option("--override", a->overrides, "PATTERN=SCHEME: another scheme for matching tensors (repeatable)");
+  cmd->add_flag("--quantize-embeddings", a->opt.quantize_embeddings, "quantize the token embeddings too");
+  cmd->add_flag("--quantize-lm-head", a->opt.quantize_lm_head, "quantize lm_head too");
+  cmd->add_flag("--force", a->opt.force, "replace an existing output folder");
+  cmd->add_flag("--list-schemes", a->list, "print every scheme with its bits per weight");
+  cmd->callback([a, &run] { run = [a] { return quantize(*a); }; });
+}
+
+}  // namespace lowbit::cli

@@ -1,0 +1,188 @@
+// lowbit report MODEL -o DIR --schemes a,b,c: quantizes to each scheme, evaluates every result in one
+// pass over the same windows against the float model (perplexity, KLD, top-1), and writes
+// report.json, report.md, size_vs_bits.png and ppl_vs_bits.png (drawn with gnuplot).
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <sstream>
+
+#include "commands.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/file.h"
+#include "lowbit/eval/perplexity.h"
+#include "lowbit/io/model_path.h"
+#include "lowbit/io/tokenizer.h"
+#include "lowbit/quant/quantize.h"
+
+namespace lowbit::cli {
+
+void print_size_table(const QuantizeReport& r, const std::string& scheme);
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ReportArgs {
+  Common c;
+  std::string out, schemes = "int8,int4,nf4,int3,int2,binary", ppl_file;
+  int ctx = 512, max_windows = 0;
+  std::string score = "all";
+};
+
+struct Row {
+  std::string name;
+  double bpw = 0, model_bpw = 0;  // quantized tensors only / whole model
+  double mb = 0, compression = 0;  // vs FP32
+  double ppl = 0, ppl_stderr = 0, dppl_pct = 0, kld = 0, top1 = 1;
+};
+
+std::vector<std::string> split_csv(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::string quote_label(const std::string& s) { return "\"" + s + "\""; }
+
+void draw_plots(const fs::path& dir, const std::string& model_name, const std::vector<Row>& rows, const ReportArgs& a) {
+  std::string dat;
+  for (size_t i = 0; i < rows.size(); ++i)
+    dat += fmt::format("{} {} {} {:.4f} {:.6f} {:.6f}\n", i, quote_label(rows[i].name),
+                       quote_label(fmt::format("{}\\n{:.2f} bpw", rows[i].name, rows[i].model_bpw)), rows[i].mb,
+                       rows[i].model_bpw, rows[i].ppl);
+  write_file_atomic(dir / "report.dat", dat);
+  const std::string setup = "set terminal pngcairo size 960,560 font 'DejaVu Sans,12'\nset grid ytics\n";
+  std::string gp = setup;
+  gp += fmt::format(
+      "set output '{}'\n"
+      "set title '{}: model size per scheme (all tensors, scales and code books included)'\n"
+      "set ylabel 'size (MB)'\nset xlabel 'scheme (bits per weight over the whole model)'\n"
+      "set style fill solid 0.85 border -1\nset boxwidth 0.6\nset yrange [0:*]\nset xtics nomirror\n"
+      "plot '{}' using 1:4:xtic(3) with boxes lc rgb '#3a7dc9' notitle, \\\n"
+      "     '' using 1:4:(sprintf('%.1f MB', $4)) with labels offset 0,0.8 notitle\n",
+      (dir / "size_vs_bits.png").string(), model_name, (dir / "report.dat").string());
+  gp += fmt::format(
+      "set output '{}'\nunset style\nset style fill empty\n"
+      "set title '{}: perplexity vs bits per weight ({}, ctx {}, {} tokens scored)'\n"
+      "set xlabel 'bits per weight (whole model)'\nset ylabel 'perplexity (log scale)'\n"
+      "set logscale y\nset xrange [0:*]\nset yrange [*:*]\nunset xtics\nset xtics\n"
+      "plot '{}' using 5:6 with points pt 7 ps 1.6 lc rgb '#c0392b' notitle, \\\n"
+      "     '' using 5:6:2 with labels offset 0,1.1 notitle, \\\n"
+      "     {} with lines dt 2 lc rgb '#555555' title 'float'\n",
+      (dir / "ppl_vs_bits.png").string(), model_name, fs::path(a.ppl_file).filename().string(), a.ctx,
+      a.score == "all" ? "all" : "second-half", (dir / "report.dat").string(), rows[0].ppl);
+  write_file_atomic(dir / "plots.gp", gp);
+  std::string cmd = "gnuplot " + (dir / "plots.gp").string() + " 2>&1";
+  int st = std::system(cmd.c_str());
+  if (st != 0 || !fs::exists(dir / "size_vs_bits.png"))
+    fail("gnuplot failed drawing {} (is gnuplot-nox installed? scripts/install-deps.sh installs it)",
+         (dir / "plots.gp").string());
+}
+
+int report(ReportArgs& a) {
+  apply_threads(a.c);
+  if (a.out.empty()) fail("report: give -o DIR");
+  if (a.ppl_file.empty()) a.ppl_file = default_ppl_file();
+  auto in = resolve_model_path(a.c.model);
+  const auto schemes = split_csv(a.schemes);
+  if (schemes.empty()) fail("report: --schemes lists no scheme");
+  for (const auto& s : schemes) find_scheme(s);
+  fs::create_directories(fs::path(a.out) / "checkpoints");
+
+  auto tok = load_tokenizer(in);
+  auto tokens = tok->encode(read_file(a.ppl_file));
+  std::vector<QuantizeReport> qreports;
+  for (const auto& s : schemes) {
+    QuantizeOptions opt;
+    opt.scheme = s;
+    opt.force = true;
+    opt.progress = false;
+    opt.threads = a.c.threads;
+    qreports.push_back(quantize_checkpoint(in, fs::path(a.out) / "checkpoints" / s, opt));
+    fmt::print(stderr, "quantized {}: {:.2f} MB, {:.3f} bits per weight, {:.1f} s\n", s,
+               double(qreports.back().bytes_out) / 1e6, qreports.back().quantized_bits_per_weight(),
+               qreports.back().seconds);
+  }
+  auto base = load_causal_lm(in);
+  std::vector<std::unique_ptr<CausalLM>> qmodels;
+  std::vector<const CausalLM*> models = {base.get()};
+  for (const auto& s : schemes) {
+    qmodels.push_back(load_causal_lm(fs::path(a.out) / "checkpoints" / s));
+    models.push_back(qmodels.back().get());
+  }
+  PerplexityOptions popt;
+  popt.ctx = a.ctx;
+  popt.score = a.score == "all" ? PplScore::All : PplScore::SecondHalf;
+  popt.bos_id = tok->add_bos() ? tok->bos_id() : -1;
+  popt.max_windows = a.max_windows;
+  auto results = perplexity_compare(models, base.get(), tokens, popt);
+
+  const QuantizeReport& q0 = qreports[0];
+  const double fp32_mb = 4.0 * double(q0.params) / 1e6;
+  std::vector<Row> rows;
+  rows.push_back({"fp32", 32, 32, fp32_mb, 1, results[0].ppl, results[0].ppl_stderr, 0, 0, 1});
+  const double in_bpw = 8.0 * double(q0.bytes_in) / double(q0.params);
+  if (in_bpw < 31.99)
+    rows.push_back({fmt::format("input ({:.0f}-bit)", in_bpw), in_bpw, in_bpw, double(q0.bytes_in) / 1e6,
+                    fp32_mb / (double(q0.bytes_in) / 1e6), results[0].ppl, results[0].ppl_stderr, 0, 0, 1});
+  for (size_t i = 0; i < schemes.size(); ++i) {
+    const auto& r = results[i + 1];
+    const auto& q = qreports[i];
+    rows.push_back({schemes[i], q.quantized_bits_per_weight(), q.bits_per_weight(), double(q.bytes_out) / 1e6,
+                    fp32_mb / (double(q.bytes_out) / 1e6), r.ppl, r.ppl_stderr,
+                    100 * (r.ppl / results[0].ppl - 1), r.kld, r.top1});
+  }
+
+  const std::string model_name = in.filename().string() == "hf" ? in.parent_path().filename().string() : in.filename().string();
+  json jrows = json::array();
+  for (const auto& r : rows)
+    jrows.push_back({{"scheme", r.name}, {"bits_per_weight", r.bpw}, {"model_bits_per_weight", r.model_bpw},
+                     {"mb", r.mb}, {"compression", r.compression}, {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr},
+                     {"dppl_pct", r.dppl_pct}, {"kld", r.kld}, {"top1", r.top1}});
+  json j = {{"model", in.string()}, {"ppl_file", a.ppl_file}, {"ctx", a.ctx}, {"score", a.score},
+            {"windows", results[0].windows}, {"tokens_scored", results[0].tokens_scored}, {"rows", jrows}};
+  const fs::path dir(a.out);
+  write_file_atomic(dir / "report.json", j.dump(2) + "\n");
+
+  std::string md = fmt::format(
+      "# lowbit report: {}\n\nPerplexity on `{}`, ctx {}, {} scoring, {} windows ({} tokens scored); KLD (nats/token) and "
+      "top-1 agreement against the float model on the same windows. Round-to-nearest quantization of the linear "
+      "layers (embeddings and lm_head kept). bpw = bits per weight of the quantized tensors, scales, zero points "
+      "and code books included; MB and compression are for the whole model, compression relative to FP32.\n\n"
+      "| scheme | bpw | MB | compression × | ppl | Δppl % | KLD | top-1 % |\n|---|---|---|---|---|---|---|---|\n",
+      model_name, fs::path(a.ppl_file).filename().string(), a.ctx, a.score, results[0].windows,
+      results[0].tokens_scored);
+  for (const auto& r : rows)
+    md += fmt::format("| {} | {:.3f} | {:.2f} | {:.2f} | {:.4f} ± {:.4f} | {:+.2f} | {:.5f} | {:.2f} |\n", r.name, r.bpw,
+                      r.mb, r.compression, r.ppl, r.ppl_stderr, r.dppl_pct, r.kld, 100 * r.top1);
+  md += "\n![model size per scheme](size_vs_bits.png)\n\n![perplexity vs bits per weight](ppl_vs_bits.png)\n";
+  write_file_atomic(dir / "report.md", md);
+  draw_plots(dir, model_name, rows, a);
+
+  if (a.c.json) {
+    fmt::print("{}\n", j.dump());
+  } else {
+    fmt::print("{}", md.substr(md.find("| scheme")));
+    fmt::print("\nwrote {}/report.md, report.json, size_vs_bits.png, ppl_vs_bits.png\n", a.out);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_report(CLI::App& app, std::function<int()>& run) {
+  auto a = std::make_shared<ReportArgs>();
+  auto* cmd = app.add_subcommand("report", "quantize to several schemes, evaluate each, write a table and plots");
+  add_common(cmd, a->c);
+  cmd->add_option("-o,--output", a->out, "report folder")->required();
+  cmd->add_option("--schemes", a->schemes, "comma-separated schemes")->capture_default_str();
+  cmd->add_option("--ppl", a->ppl_file, "text to score (default: ../shared/datasets/wikitext-2/wiki.test.raw)");
+  cmd->add_option("--ctx", a->ctx, "window length in tokens")->capture_default_str();
+  cmd->add_option("--score", a->score, "all | second-half")->check(CLI::IsMember({"all", "second-half"}))->capture_default_str();
+  cmd->add_option("--max-windows", a->max_windows, "score at most this many windows (0: all)");
+  cmd->callback([a, &run] { run = [a] { return report(*a); }; });
+}
+
+}  // namespace lowbit::cli

@@ -1,0 +1,33 @@
+#pragma once
+// The lowbit CLI's commands: each registers its flags on a CLI11 subcommand and runs from a callback.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace lowbit::cli {
+
+using nlohmann::json;
+inline constexpr const char* kDefaultModel = "llama-16m-wiki";
+
+// Flags every command takes.
+struct Common {
+  std::string model = kDefaultModel;
+  bool json = false;
+  int threads = 0;
+};
+void add_common(CLI::App* cmd, Common& c);
+void apply_threads(const Common& c);
+std::string shape_str(const std::vector<int64_t>& s);
+std::string default_ppl_file();  // ../shared/datasets/wikitext-2/wiki.test.raw
+
+// Each returns the process exit status; `parsed` is checked by main().
+void register_inspect(CLI::App& app, std::function<int()>& run);
+void register_run(CLI::App& app, std::function<int()>& run);
+void register_eval(CLI::App& app, std::function<int()>& run);
+void register_quantize(CLI::App& app, std::function<int()>& run);
+void register_report(CLI::App& app, std::function<int()>& run);
+
+}  // namespace lowbit::cli

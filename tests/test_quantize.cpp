@@ -39,6 +39,15 @@ TEST(Recipe, DefaultsAndRules) {
   expect_error([] { parse_override("*.q_proj.weight"); }, {"PATTERN=SCHEME"});
   expect_error([] { parse_override("*.q_proj.weight=int5"); }, {"int5"});
   expect_error([] { Recipe bad("int7", false, false, {}); }, {"int7"});
+  EXPECT_EQ(resolve_scheme("int4").spec.group, 128);
+  EXPECT_EQ(resolve_scheme("int4@32").spec.group, 32);
+  EXPECT_EQ(resolve_scheme("int4", 64).spec.group, 64);
+  EXPECT_EQ(resolve_scheme("int4@32", 64).spec.group, 32);  // @G wins over --group-size
+  EXPECT_EQ(resolve_scheme("nf4@128").format, "nf4");
+  expect_error([] { resolve_scheme("int4@0"); }, {"int4@0", "group size"});
+  expect_error([] { resolve_scheme("int4@x"); }, {"int4@x"});
+  expect_error([] { resolve_scheme("kmeans4@32"); }, {"kmeans4@32", "does not apply"});
+  EXPECT_EQ(parse_override("*.down_proj.weight=int8@64").scheme, "int8@64");
   EXPECT_EQ(tensor_class("model.layers.1.self_attn.o_proj.weight"), "attention");
   EXPECT_EQ(tensor_class("model.layers.1.mlp.gate_proj.weight"), "mlp");
   EXPECT_EQ(tensor_class("model.layers.1.post_attention_layernorm.weight"), "norms");

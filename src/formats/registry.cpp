@@ -45,6 +45,7 @@ const std::vector<Scheme>& scheme_registry() {
   static const std::vector<Scheme> schemes = {
       {"int8", "symmetric", {.bits = 8, .group = 0}, "8-bit symmetric (absmax), one F16 scale per output channel"},
       {"int4", "affine", {.bits = 4, .group = 128}, "4-bit affine, F16 scale and min per group of 128 inputs"},
+      {"int4-sym", "symmetric", {.bits = 4, .group = 32}, "4-bit symmetric (absmax), F16 scale per group of 32 inputs"},
       {"int3", "affine", {.bits = 3, .group = 64}, "3-bit affine, F16 scale and min per group of 64 inputs"},
       {"int2", "affine", {.bits = 2, .group = 64}, "2-bit affine, F16 scale and min per group of 64 inputs"},
       {"nf4", "nf4", {.bits = 4, .group = 64, .double_quant = true},

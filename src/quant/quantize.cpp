@@ -36,16 +36,6 @@ double QuantizeReport::quantized_bits_per_weight() const {
   return n ? 8.0 * double(bytes) / double(n) : 0;
 }
 
-QuantSpec effective_spec(const Scheme& s, int64_t group_size) {
-  QuantSpec spec = s.spec;
-  if (group_size > 0) {
-    if (s.format == "f16" || s.format == "bf16" || s.format == "kmeans")
-      fail("--group-size does not apply to scheme '{}' ({})", s.name, s.format);
-    spec.group = group_size;
-  }
-  return spec;
-}
-
 namespace {
 
 // Files of a checkpoint folder that are copied unchanged.
@@ -106,8 +96,8 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       TensorReport& r = report.tensors[i];
       try {
         if (!r.scheme.empty()) {
-          const Scheme& s = find_scheme(r.scheme);
-          const QuantSpec spec = effective_spec(s, opt.group_size);
+          const ResolvedScheme s = resolve_scheme(r.scheme, opt.group_size);
+          const QuantSpec& spec = s.spec;
           std::vector<float> w = weights.load_f32(r.name);
           for (size_t k = 0; k < w.size(); ++k)
             if (!std::isfinite(w[k]))
@@ -172,8 +162,8 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
   fs::create_directory(tmp);
   try {
     writer.write(tmp / "model.safetensors");
-    const Scheme& s = find_scheme(opt.scheme);
-    const QuantSpec spec = effective_spec(s, opt.group_size);
+    const ResolvedScheme s = resolve_scheme(opt.scheme, opt.group_size);
+    const QuantSpec& spec = s.spec;
     json rules = json::array();
     for (const auto& r : recipe.rules()) rules.push_back({{"pattern", r.pattern}, {"scheme", r.scheme}});
     config["quantization_config"] = {{"quant_method", "lowbit"},

@@ -2,6 +2,8 @@
 
 #include <fnmatch.h>
 
+#include <cstdlib>
+
 #include "lowbit/core/error.h"
 #include "lowbit/formats/format.h"
 
@@ -11,12 +13,32 @@ bool glob_match(const std::string& pattern, const std::string& name) {
   return ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
 }
 
+ResolvedScheme resolve_scheme(const std::string& text, int64_t group_override) {
+  const auto at = text.find('@');
+  const Scheme& s = find_scheme(text.substr(0, at));
+  ResolvedScheme r{text, std::string(s.format), s.spec};
+  int64_t group = group_override;
+  if (at != std::string::npos) {
+    const std::string g = text.substr(at + 1);
+    char* end = nullptr;
+    group = std::strtoll(g.c_str(), &end, 10);
+    if (g.empty() || *end != '\0' || group < 1 || group > (int64_t(1) << 30))
+      fail("scheme '{}': '@{}' must be a group size of at least 1 input", text, g);
+  }
+  if (group > 0) {
+    if (r.format == "f16" || r.format == "bf16" || r.format == "kmeans")
+      fail("scheme '{}': a group size does not apply to the {} format", text, r.format);
+    r.spec.group = group;
+  }
+  return r;
+}
+
 Recipe::Recipe(std::string default_scheme, bool quantize_embeddings, bool quantize_lm_head,
                std::vector<RecipeRule> user_rules)
     : rules_(std::move(user_rules)) {
-  find_scheme(default_scheme);  // throws for an unknown name
+  resolve_scheme(default_scheme);  // throws for an unknown name
   for (const auto& r : rules_)
-    if (r.scheme != "keep") find_scheme(r.scheme);
+    if (r.scheme != "keep") resolve_scheme(r.scheme);
   const std::string emb = quantize_embeddings ? default_scheme : "keep";
   const std::string head = quantize_lm_head ? default_scheme : "keep";
   // Names across the families lowbit reads (LLaMA family; GPT-2, OPT, BERT names for later models).
@@ -43,7 +65,7 @@ RecipeRule parse_override(const std::string& arg) {
   if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size())
     fail("--override '{}': expected PATTERN=SCHEME, e.g. '*.down_proj.weight=int8'", arg);
   RecipeRule r{arg.substr(0, eq), arg.substr(eq + 1), "--override"};
-  if (r.scheme != "keep") find_scheme(r.scheme);
+  if (r.scheme != "keep") resolve_scheme(r.scheme);
   return r;
 }
 

@@ -70,7 +70,7 @@ namespace {
 int quantize(QuantizeArgs& a) {
   if (a.list) return list_schemes(a.c.json);
   if (a.out.empty()) fail("quantize: give -o OUT (the folder to write)");
-  find_scheme(a.opt.scheme);
+  resolve_scheme(a.opt.scheme, a.opt.group_size);
   for (const auto& k : a.keep) a.opt.rules.push_back({k, "keep", "--keep"});
   for (const auto& o : a.overrides) a.opt.rules.push_back(parse_override(o));
   a.opt.threads = a.c.threads;
@@ -118,7 +118,7 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
   auto* cmd = app.add_subcommand("quantize", "write a quantized checkpoint (round-to-nearest)");
   add_common(cmd, a->c);
   cmd->add_option("-o,--output", a->out, "output folder (written atomically)");
-  cmd->add_option("--scheme", a->opt.scheme, "quantization scheme (see --list-schemes)")->capture_default_str();
+  cmd->add_option("--scheme", a->opt.scheme, "quantization scheme (see --list-schemes); SCHEME@G for groups of G inputs")->capture_default_str();
   cmd->add_option("--group-size", a->opt.group_size, "inputs per group, overriding the scheme's");
   cmd->add_option("--keep", a->keep, "leave tensors matching this glob unquantized (repeatable)");
   cmd->add_option("--override", a->overrides, "PATTERN=SCHEME: another scheme for matching tensors (repeatable)");

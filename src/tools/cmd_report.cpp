@@ -88,7 +88,7 @@ int report(ReportArgs& a) {
   auto in = resolve_model_path(a.c.model);
   const auto schemes = split_csv(a.schemes);
   if (schemes.empty()) fail("report: --schemes lists no scheme");
-  for (const auto& s : schemes) find_scheme(s);
+  for (const auto& s : schemes) resolve_scheme(s);
   fs::create_directories(fs::path(a.out) / "checkpoints");
 
   auto tok = load_tokenizer(in);

@@ -16,8 +16,8 @@
 namespace lowbit {
 
 struct QuantizeOptions {
-  std::string scheme = "int4";
-  int64_t group_size = 0;  // > 0: overrides the scheme's group (affine/symmetric/nf4/fp4/binary/ternary)
+  std::string scheme = "int4";  // a scheme name, optionally "@G" (see resolve_scheme)
+  int64_t group_size = 0;       // > 0: overrides the group of every scheme written without "@G"
   bool quantize_embeddings = false, quantize_lm_head = false;
   std::vector<RecipeRule> rules;  // --keep / --override, in order
   bool force = false;             // replace an existing OUT
@@ -46,8 +46,5 @@ struct QuantizeReport {
 
 QuantizeReport quantize_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
                                    const QuantizeOptions& opt);
-
-// The scheme with opt.group_size applied.
-QuantSpec effective_spec(const Scheme& s, int64_t group_size);
 
 }  // namespace lowbit

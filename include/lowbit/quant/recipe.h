@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "lowbit/formats/format.h"
+
 namespace lowbit {
 
 struct RecipeRule {
@@ -28,6 +30,15 @@ class Recipe {
  private:
   std::vector<RecipeRule> rules_;
 };
+
+// A scheme as written on the command line: a scheme_registry() name, optionally with "@G" for
+// groups of G inputs (e.g. "int4@32"); group_override > 0 (--group-size) applies when no "@G" is given.
+struct ResolvedScheme {
+  std::string name;  // as written
+  std::string format;
+  QuantSpec spec;
+};
+ResolvedScheme resolve_scheme(const std::string& text, int64_t group_override = 0);
 
 // "PATTERN=SCHEME" from --override; the scheme must exist (throws otherwise).
 RecipeRule parse_override(const std::string& arg);

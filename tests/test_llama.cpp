@@ -5,65 +5,14 @@
 #include "lowbit/io/safetensors.h"
 #include "lowbit/models/generate.h"
 #include "lowbit/models/llama.h"
-#include "test_util.h"
+#include "golden_util.h"
 
 namespace lowbit {
 namespace {
 
-struct LogitCheck {
-  double max_rel_l2 = 0;
-  int argmax_mismatches = 0;
-};
-
-LogitCheck compare_rows(const std::vector<float>& got, const std::vector<float>& want, int rows, int vocab) {
-  LogitCheck r;
-  for (int i = 0; i < rows; ++i) {
-    double num = 0, den = 0;
-    for (int j = 0; j < vocab; ++j) {
-      double d = double(got[size_t(i * vocab + j)]) - want[size_t(i * vocab + j)];
-      num += d * d;
-      den += double(want[size_t(i * vocab + j)]) * want[size_t(i * vocab + j)];
-    }
-    r.max_rel_l2 = std::max(r.max_rel_l2, std::sqrt(num / den));
-    if (argmax(&got[size_t(i * vocab)], vocab) != argmax(&want[size_t(i * vocab)], vocab)) ++r.argmax_mismatches;
-  }
-  return r;
-}
-
-void check_golden(const std::filesystem::path& dir, const std::filesystem::path& tokens_file,
-                  const std::filesystem::path& logits_file, double tolerance = 1e-4) {
-  auto model = load_causal_lm(dir);
-  auto tokens = test::read_binary<int32_t>(tokens_file);
-  auto want = test::read_binary<float>(logits_file);
-  const int vocab = model->vocab_size(), n = int(tokens.size());
-  ASSERT_EQ(want.size(), size_t(n) * size_t(vocab));
-
-  // All 64 positions in one prefill call.
-  auto session = model->new_session(n);
-  std::vector<float> got(want.size(), NAN);
-  model->forward(*session, tokens, got.data(), true);
-  LogitCheck batch = compare_rows(got, want, n, vocab);
-  EXPECT_LE(batch.max_rel_l2, tolerance);
-  EXPECT_EQ(batch.argmax_mismatches, 0);
-  std::printf("[ golden   ] %s: prefill max relative L2 error %.3g, argmax mismatches %d\n", dir.c_str(),
-              batch.max_rel_l2, batch.argmax_mismatches);
-
-  // Same logits one token at a time through the KV cache, and in uneven chunks.
-  session->reset();
-  std::fill(got.begin(), got.end(), NAN);
-  for (int i = 0; i < n; ++i) model->forward(*session, std::span(&tokens[size_t(i)], 1), &got[size_t(i) * size_t(vocab)], false);
-  LogitCheck inc = compare_rows(got, want, n, vocab);
-  EXPECT_LE(inc.max_rel_l2, tolerance);
-  EXPECT_EQ(inc.argmax_mismatches, 0);
-
-  session->reset();
-  std::fill(got.begin(), got.end(), NAN);
-  for (int start = 0, len = 1; start < n; start += len, len = len * 2 + 1) {
-    len = std::min(len, n - start);
-    model->forward(*session, std::span(&tokens[size_t(start)], size_t(len)), &got[size_t(start) * size_t(vocab)], true);
-  }
-  EXPECT_LE(compare_rows(got, want, n, vocab).max_rel_l2, tolerance);
-}
+using test::check_golden;
+using test::compare_rows;
+using test::LogitCheck;
 
 // ../shared's golden_logits_64x8192.f32 of llama-16m-wiki differs from what transformers 5.17 /
 // torch 2.11 itself computes in float32 from the saved bf16 weights (CPU eager, CPU sdpa and CUDA

@@ -71,6 +71,7 @@ WeightStore::WeightStore(const std::filesystem::path& dir) : store_(dir) {
       t.spec.group = field<int64_t>(j, "group", where);
       if (t.spec.group < -1) fail("{}: group {} must be -1, 0 or positive", where, t.spec.group);
       t.spec.double_quant = j.value("double_quant", false);
+      t.transposed = j.value("transposed", false);
       t.spec.iterations = j.value("iterations", 20);
       t.shape = field<std::vector<int64_t>>(j, "shape", where);
       if (t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0 || t.shape[0] > (int64_t(1) << 31) ||
@@ -126,8 +127,9 @@ QuantizedTensor WeightStore::load_quantized(const std::string& name) const {
   QuantizedTensor q;
   q.format = t.format;
   q.spec = t.spec;
-  q.rows = t.shape[0];
-  q.cols = t.shape[1];
+  // A weight stored [in, out] (GPT-2's Conv1D) was quantized as its transpose, [out, in].
+  q.rows = t.transposed ? t.shape[1] : t.shape[0];
+  q.cols = t.transposed ? t.shape[0] : t.shape[1];
   for (const auto& part : parts_.at(name)) {
     TensorView v = store_.get(part);
     QuantPart p;
@@ -152,6 +154,12 @@ std::vector<float> WeightStore::load_f32(const std::string& name, const std::vec
     find_format(q.format).dequantize(q, out.data());
   } catch (const Error& e) {
     fail("{}: quantized tensor '{}' ({}): {}", dir().string(), name, q.format, e.what());
+  }
+  if (t.transposed) {  // back to the stored [in, out] layout
+    std::vector<float> back(out.size());
+    for (int64_t r = 0; r < q.rows; ++r)
+      for (int64_t c = 0; c < q.cols; ++c) back[size_t(c * q.rows + r)] = out[size_t(r * q.cols + c)];
+    out.swap(back);
   }
   return out;
 }

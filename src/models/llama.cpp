@@ -1,5 +1,7 @@
 #include "lowbit/models/llama.h"
 
+#include "lowbit/models/attention.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numbers>
@@ -9,21 +11,6 @@
 #include "lowbit/kernels/gemm.h"
 
 namespace lowbit {
-
-class LlamaSession : public Session {
- public:
-  LlamaSession(int layers, int capacity, int kv_dim) : kv_dim(kv_dim) {
-    capacity_ = capacity;
-    k.resize(size_t(layers) * size_t(capacity) * size_t(kv_dim));
-    v.resize(k.size());
-  }
-  float* k_at(int layer, int pos) { return k.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim); }
-  float* v_at(int layer, int pos) { return v.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim); }
-  void advance(int n) { position_ += n; }
-
-  int kv_dim;
-  std::vector<float> k, v;  // [layer][position][kv_heads * head_dim]
-};
 
 namespace {
 
@@ -120,91 +107,11 @@ std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
   if (max_tokens <= 0 || max_tokens > cfg_.max_positions)
     fail("a session of {} tokens is outside this model's 1..{} positions (max_position_embeddings)", max_tokens,
          cfg_.max_positions);
-  return std::make_unique<LlamaSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads * cfg_.head_dim);
-}
-
-// Causal grouped-query attention of n new query rows (positions pos0..pos0+n-1) over the cache.
-// qkv: [n][(heads + 2 kv_heads) * head_dim] with RoPE applied; out: [n][heads * head_dim].
-// Per head: S = Q_h K_hᵀ (one GEMM over the whole cache), causal mask, softmax by rows, O_h = S V_h.
-void LlamaModel::attention(const float* qkv, int n, int pos0, int layer, LlamaSession& s, float* out) const {
-  const int nh = cfg_.num_heads, hd = cfg_.head_dim, group = cfg_.num_heads / cfg_.num_kv_heads;
-  const int qkv_dim = (cfg_.num_heads + 2 * cfg_.num_kv_heads) * hd, kv_dim = cfg_.num_kv_heads * hd;
-  const int len = pos0 + n;  // keys visible to the last query
-  const float scale = 1.0f / std::sqrt(float(hd));
-  ThreadPool& pool = default_thread_pool();
-  if (n <= 4) {  // decode: a few rows, where BLAS calls per head cost more than they save
-    attention_rows(qkv, n, pos0, layer, s, out);
-    return;
-  }
-  std::vector<float> scores(size_t(n) * size_t(len));
-  for (int h = 0; h < nh; ++h) {
-    const int kvh = h / group;
-    gemm_f32_strided(qkv + size_t(h) * size_t(hd), qkv_dim, s.k_at(layer, 0) + size_t(kvh) * size_t(hd), kv_dim,
-                     /*b_transposed=*/true, scores.data(), len, size_t(n), size_t(len), size_t(hd));
-    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
-      for (size_t i = b; i < e; ++i) {
-        float* row = &scores[i * size_t(len)];
-        const int pos = pos0 + int(i);
-        const int lo = cfg_.sliding_window > 0 ? std::max(0, pos - cfg_.sliding_window + 1) : 0;
-        float mx = -INFINITY;
-        for (int j = lo; j <= pos; ++j) mx = std::max(mx, row[j] * scale);
-        float sum = 0;
-        for (int j = lo; j <= pos; ++j) {
-          row[j] = std::exp(row[j] * scale - mx);
-          sum += row[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < lo; ++j) row[j] = 0;
-        for (int j = lo; j <= pos; ++j) row[j] *= inv;
-        for (int j = pos + 1; j < len; ++j) row[j] = 0;
-      }
-    });
-    gemm_f32_strided(scores.data(), len, s.v_at(layer, 0) + size_t(kvh) * size_t(hd), kv_dim,
-                     /*b_transposed=*/false, out + size_t(h) * size_t(hd), nh * hd, size_t(n), size_t(hd), size_t(len));
-  }
-}
-
-// The same attention computed directly per (query row, head): for a few rows (decode).
-void LlamaModel::attention_rows(const float* qkv, int n, int pos0, int layer, LlamaSession& s, float* out) const {
-  const int nh = cfg_.num_heads, hd = cfg_.head_dim, group = cfg_.num_heads / cfg_.num_kv_heads;
-  const int qkv_dim = (cfg_.num_heads + 2 * cfg_.num_kv_heads) * hd;
-  const float scale = 1.0f / std::sqrt(float(hd));
-  ThreadPool& pool = default_thread_pool();
-  std::vector<float> scratch(size_t(pool.size()) * size_t(pos0 + n));
-  pool.parallel_for(size_t(n) * size_t(nh), [&](size_t begin, size_t end, int t) {
-    float* scores = scratch.data() + size_t(t) * size_t(pos0 + n);
-    for (size_t task = begin; task < end; ++task) {
-      const int i = int(task / size_t(nh)), h = int(task % size_t(nh));
-      const int pos = pos0 + i, kvh = h / group;
-      const int lo = cfg_.sliding_window > 0 ? std::max(0, pos - cfg_.sliding_window + 1) : 0;
-      const float* q = qkv + size_t(i) * size_t(qkv_dim) + size_t(h) * size_t(hd);
-      float max_score = -INFINITY;
-      for (int j = lo; j <= pos; ++j) {
-        const float* k = s.k_at(layer, j) + size_t(kvh) * size_t(hd);
-        float dot = 0;
-        for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
-        scores[j] = dot * scale;
-        max_score = std::max(max_score, scores[j]);
-      }
-      float sum = 0;
-      for (int j = lo; j <= pos; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        sum += scores[j];
-      }
-      float* o = out + size_t(i) * size_t(nh * hd) + size_t(h) * size_t(hd);
-      std::fill(o, o + hd, 0.0f);
-      const float inv_sum = 1.0f / sum;
-      for (int j = lo; j <= pos; ++j) {
-        const float* v = s.v_at(layer, j) + size_t(kvh) * size_t(hd);
-        const float p = scores[j] * inv_sum;
-        for (int d = 0; d < hd; ++d) o[d] += p * v[d];
-      }
-    }
-  });
+  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads * cfg_.head_dim);
 }
 
 void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const {
-  auto& s = dynamic_cast<LlamaSession&>(session);
+  auto& s = dynamic_cast<KVSession&>(session);
   const int n = int(tokens.size());
   if (n == 0) return;
   const int pos0 = s.position();
@@ -253,7 +160,9 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
         std::copy_n(row + nh * hd + kv_dim, kv_dim, s.v_at(l, pos0 + int(i)));
       }
     });
-    attention(qkv.data(), n, pos0, l, s, att.data());
+    causal_attention(qkv.data(), size_t(qkv_dim), s, l, n, pos0,
+                     {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim, cfg_.sliding_window}, att.data(),
+                     size_t(nh * hd));
     gemm_f32_nt(att.data(), L.wo.data(), x.data(), size_t(n), size_t(hidden), size_t(nh * hd), /*accumulate=*/true);
 
     norm_rows(L.ffn_norm);

@@ -68,6 +68,9 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
   WeightStore weights(in);
   if (weights.quantized()) fail("{}: already quantized; quantize the float checkpoint instead", in.string());
   Recipe recipe(opt.scheme, opt.quantize_embeddings, opt.quantize_lm_head, opt.rules);
+  std::string architecture;
+  if (auto a = config.find("architectures"); a != config.end() && a->is_array() && !a->empty() && (*a)[0].is_string())
+    architecture = (*a)[0].get<std::string>();
 
   QuantizeReport report;
   const auto tensors = weights.tensors();
@@ -103,8 +106,17 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
             if (!std::isfinite(w[k]))
               fail("{}: tensor '{}' holds {} at element {} (row {}, column {}): refusing to quantize", in.string(),
                    r.name, w[k], k, k / size_t(r.shape[1]), k % size_t(r.shape[1]));
+          int64_t rows = r.shape[0], cols = r.shape[1];
+          if (stored_in_out(architecture, r.name)) {  // quantize [out, in] so groups run along the inputs
+            std::vector<float> t(w.size());
+            for (int64_t a = 0; a < rows; ++a)
+              for (int64_t b = 0; b < cols; ++b) t[size_t(b * rows + a)] = w[size_t(a * cols + b)];
+            w.swap(t);
+            std::swap(rows, cols);
+            r.transposed = true;
+          }
           const FormatTraits& f = find_format(s.format);
-          quantized[i] = f.quantize(w.data(), r.shape[0], r.shape[1], spec);
+          quantized[i] = f.quantize(w.data(), rows, cols, spec);
           quantized[i].format = std::string(s.format);
           quantized[i].spec = spec;
           std::vector<float> back(w.size(), NAN);
@@ -147,6 +159,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
                  {"double_quant", q.spec.double_quant},
                  {"iterations", q.spec.iterations},
                  {"shape", r.shape},
+                 {"transposed", r.transposed},
                  {"dtype", std::string(dtype_name(r.dtype_in))},
                  {"mse", r.error.mse},
                  {"sqnr_db", std::isfinite(r.error.sqnr_db) ? r.error.sqnr_db : 999.0},

@@ -69,6 +69,19 @@ RecipeRule parse_override(const std::string& arg) {
   return r;
 }
 
+bool stored_in_out(const std::string& architecture, const std::string& name) {
+  // GPT-2's linear layers are transformers' Conv1D: y = x W + b with W [in, out].
+  static const std::vector<std::pair<const char*, const char*>> kInOut = {
+      {"GPT2LMHeadModel", "*.attn.c_attn.weight"},
+      {"GPT2LMHeadModel", "*.attn.c_proj.weight"},
+      {"GPT2LMHeadModel", "*.mlp.c_fc.weight"},
+      {"GPT2LMHeadModel", "*.mlp.c_proj.weight"},
+  };
+  for (const auto& [arch, pattern] : kInOut)
+    if (architecture == arch && glob_match(pattern, name)) return true;
+  return false;
+}
+
 std::string tensor_class(const std::string& name) {
   static const std::vector<std::pair<const char*, const char*>> kClasses = {
       {"*norm*", "norms"},         {"*ln_*", "norms"},          {"lm_head*", "lm_head"},

@@ -4,8 +4,9 @@
 // A quantized checkpoint (written by `lowbit quantize`) stores each quantized weight W as the parts
 // of its format ("<name>.q", "<name>.scale", ...) and describes it in the safetensors __metadata__
 // under "lowbit.quant.<name>" as JSON: {"format", "bits", "group", "double_quant", "iterations",
-// "shape": [rows, cols], "dtype": original dtype, and the quantization error "mse", "sqnr_db",
-// "max_abs_err"}. Everything there is validated before use.
+// "shape": the stored [rows, cols], "transposed": true when the weight is stored [in, out] (GPT-2's
+// Conv1D) and was quantized as its transpose so that groups run along the inputs, "dtype": original
+// dtype, and the quantization error "mse", "sqnr_db", "max_abs_err"}. Everything there is validated before use.
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -31,6 +32,7 @@ struct LogicalTensor {
   uint64_t bytes = 0;         // stored bytes, all parts included
   std::string format;         // empty for a float tensor
   QuantSpec spec;             // when quantized
+  bool transposed = false;    // stored [in, out] (GPT-2 Conv1D): quantized as [out, in], groups along inputs
   std::optional<QuantError> error;
   int64_t numel() const;
 };

@@ -7,11 +7,14 @@
 namespace lowbit {
 
 enum class RopeType { Default, Linear, Llama3 };
+enum class ModelFamily { Llama, GPT2, OPT };
 
 struct ModelConfig {
   std::filesystem::path path;  // the config.json it came from
   std::string architecture;    // "LlamaForCausalLM", ...
-  std::string model_type;      // "llama", "mistral", "qwen2"
+  std::string model_type;      // "llama", "mistral", "qwen2", "gpt2", "opt"
+  ModelFamily family = ModelFamily::Llama;
+  std::string activation = "silu";  // MLP activation: silu (SwiGLU), gelu_new, gelu, relu
   std::string dtype = "float32";  // torch_dtype / dtype as saved
   int vocab_size = 0;
   int hidden_size = 0;
@@ -19,9 +22,14 @@ struct ModelConfig {
   int num_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  int intermediate_size = 0;
+  int intermediate_size = 0;  // MLP width (GPT-2 n_inner, OPT ffn_dim)
   int max_positions = 0;
-  float rms_eps = 1e-6f;
+  float rms_eps = 1e-6f;    // LLaMA family: RMSNorm epsilon
+  float norm_eps = 1e-5f;   // GPT-2 / OPT: LayerNorm epsilon
+  bool norm_before = true;  // OPT do_layer_norm_before (pre-LN); false: post-LN (OPT-350m)
+  bool final_norm = true;   // OPT: the decoder's final LayerNorm exists
+  int word_embed_proj_dim = 0;  // OPT: embedding width (project_in / project_out when != hidden_size)
+  int position_offset = 0;      // OPT: learned positions are looked up at position + 2
   double rope_theta = 10000.0;
   RopeType rope_type = RopeType::Default;
   double rope_factor = 1.0;  // linear / llama3 scaling

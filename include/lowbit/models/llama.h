@@ -31,8 +31,6 @@ class LlamaModel : public CausalLM {
     std::vector<float> w_gate_up;            // [2 * intermediate, hidden]: gate rows then up rows
     std::vector<float> w_down;               // [hidden, intermediate]
   };
-  void attention(const float* qkv, int n, int pos0, int layer, class LlamaSession& s, float* out) const;
-  void attention_rows(const float* qkv, int n, int pos0, int layer, class LlamaSession& s, float* out) const;
 
   ModelConfig cfg_;
   std::vector<float> embed_;    // [vocab, hidden]

@@ -28,6 +28,7 @@ struct QuantizeOptions {
 struct TensorReport {
   std::string name, cls, scheme;  // scheme empty: kept
   std::vector<int64_t> shape;
+  bool transposed = false;  // stored [in, out]: quantized as [out, in]
   DType dtype_in = DType::F32;
   uint64_t bytes_in = 0, bytes_out = 0;
   QuantError error;

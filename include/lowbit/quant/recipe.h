@@ -46,6 +46,9 @@ RecipeRule parse_override(const std::string& arg);
 // The class of a tensor for size tables: "attention", "mlp", "embeddings", "lm_head", "norms", "other".
 std::string tensor_class(const std::string& name);
 
+// Whether a weight of this architecture is stored [in, out] (GPT-2's Conv1D) rather than [out, in].
+bool stored_in_out(const std::string& architecture, const std::string& name);
+
 bool glob_match(const std::string& pattern, const std::string& name);
 
 }  // namespace lowbit

@@ -1,0 +1,37 @@
+#pragma once
+// Shared pieces of the decoder models: the KV cache of one sequence and causal multi-head /
+// grouped-query attention over it.
+#include <cstddef>
+#include <vector>
+
+#include "lowbit/models/model.h"
+
+namespace lowbit {
+
+// K and V of every layer: [layer][position][kv_heads * head_dim], float32.
+class KVSession : public Session {
+ public:
+  KVSession(int layers, int capacity, int kv_dim);
+  float* k_at(int layer, int pos) { return k_.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim_); }
+  float* v_at(int layer, int pos) { return v_.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim_); }
+  int kv_dim() const { return kv_dim_; }
+  void advance(int n) { position_ += n; }
+
+ private:
+  int kv_dim_;
+  std::vector<float> k_, v_;
+};
+
+struct AttentionShape {
+  int heads = 0, kv_heads = 0, head_dim = 0;
+  int sliding_window = 0;  // > 0: a query attends to at most this many latest positions (Mistral)
+};
+
+// Causal attention of n new queries (positions pos0 .. pos0+n-1) over the cache of `layer`, which
+// already holds their keys and values. q: row i at q + i*q_stride, heads side by side; out: row i at
+// out + i*out_stride. softmax(q·k * 1/sqrt(head_dim)) · v per head; heads / kv_heads query heads
+// share one KV head. Prefill runs two GEMMs per head; a few rows (decode) run a direct loop.
+void causal_attention(const float* q, size_t q_stride, KVSession& s, int layer, int n, int pos0,
+                      const AttentionShape& shape, float* out, size_t out_stride);
+
+}  // namespace lowbit

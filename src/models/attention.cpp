@@ -1,0 +1,102 @@
+#include "lowbit/models/attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/kernels/gemm.h"
+
+namespace lowbit {
+
+KVSession::KVSession(int layers, int capacity, int kv_dim) : kv_dim_(kv_dim) {
+  capacity_ = capacity;
+  k_.resize(size_t(layers) * size_t(capacity) * size_t(kv_dim));
+  v_.resize(k_.size());
+}
+
+namespace {
+
+// First cache position a query at `pos` may attend to.
+int first_visible(int pos, int sliding_window) { return sliding_window > 0 ? std::max(0, pos - sliding_window + 1) : 0; }
+
+// Direct loop per (query row, head): for a few rows (decode), where BLAS calls per head cost more
+// than they save.
+void attention_rows(const float* q_all, size_t q_stride, KVSession& s, int layer, int n, int pos0,
+                    const AttentionShape& a, float* out, size_t out_stride) {
+  const int group = a.heads / a.kv_heads, hd = a.head_dim;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  ThreadPool& pool = default_thread_pool();
+  std::vector<float> scratch(size_t(pool.size()) * size_t(pos0 + n));
+  pool.parallel_for(size_t(n) * size_t(a.heads), [&](size_t begin, size_t end, int t) {
+    float* scores = scratch.data() + size_t(t) * size_t(pos0 + n);
+    for (size_t task = begin; task < end; ++task) {
+      const int i = int(task / size_t(a.heads)), h = int(task % size_t(a.heads));
+      const int pos = pos0 + i, kvh = h / group, lo = first_visible(pos, a.sliding_window);
+      const float* q = q_all + size_t(i) * q_stride + size_t(h) * size_t(hd);
+      float max_score = -INFINITY;
+      for (int j = lo; j <= pos; ++j) {
+        const float* k = s.k_at(layer, j) + size_t(kvh) * size_t(hd);
+        float dot = 0;
+        for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
+        scores[j] = dot * scale;
+        max_score = std::max(max_score, scores[j]);
+      }
+      float sum = 0;
+      for (int j = lo; j <= pos; ++j) {
+        scores[j] = std::exp(scores[j] - max_score);
+        sum += scores[j];
+      }
+      float* o = out + size_t(i) * out_stride + size_t(h) * size_t(hd);
+      std::fill(o, o + hd, 0.0f);
+      const float inv_sum = 1.0f / sum;
+      for (int j = lo; j <= pos; ++j) {
+        const float* v = s.v_at(layer, j) + size_t(kvh) * size_t(hd);
+        const float p = scores[j] * inv_sum;
+        for (int d = 0; d < hd; ++d) o[d] += p * v[d];
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void causal_attention(const float* q, size_t q_stride, KVSession& s, int layer, int n, int pos0,
+                      const AttentionShape& a, float* out, size_t out_stride) {
+  if (n <= 4) {
+    attention_rows(q, q_stride, s, layer, n, pos0, a, out, out_stride);
+    return;
+  }
+  // Per head: S = Q_h K_hᵀ over the whole cache (one GEMM), causal mask + softmax by rows, O_h = S V_h.
+  const int group = a.heads / a.kv_heads, hd = a.head_dim, kv_dim = s.kv_dim();
+  const int len = pos0 + n;  // keys visible to the last query
+  const float scale = 1.0f / std::sqrt(float(hd));
+  ThreadPool& pool = default_thread_pool();
+  std::vector<float> scores(size_t(n) * size_t(len));
+  for (int h = 0; h < a.heads; ++h) {
+    const int kvh = h / group;
+    gemm_f32_strided(q + size_t(h) * size_t(hd), q_stride, s.k_at(layer, 0) + size_t(kvh) * size_t(hd), size_t(kv_dim),
+                     /*b_transposed=*/true, scores.data(), size_t(len), size_t(n), size_t(len), size_t(hd));
+    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+      for (size_t i = b; i < e; ++i) {
+        float* row = &scores[i * size_t(len)];
+        const int pos = pos0 + int(i), lo = first_visible(pos, a.sliding_window);
+        float mx = -INFINITY;
+        for (int j = lo; j <= pos; ++j) mx = std::max(mx, row[j] * scale);
+        float sum = 0;
+        for (int j = lo; j <= pos; ++j) {
+          row[j] = std::exp(row[j] * scale - mx);
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        std::fill(row, row + lo, 0.0f);
+        for (int j = lo; j <= pos; ++j) row[j] *= inv;
+        std::fill(row + pos + 1, row + len, 0.0f);
+      }
+    });
+    gemm_f32_strided(scores.data(), size_t(len), s.v_at(layer, 0) + size_t(kvh) * size_t(hd), size_t(kv_dim),
+                     /*b_transposed=*/false, out + size_t(h) * size_t(hd), out_stride, size_t(n), size_t(hd),
+                     size_t(len));
+  }
+}
+
+}  // namespace lowbit

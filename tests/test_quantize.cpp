@@ -44,6 +44,9 @@ TEST(Recipe, DefaultsAndRules) {
   EXPECT_EQ(resolve_scheme("int4", 64).spec.group, 64);
   EXPECT_EQ(resolve_scheme("int4@32", 64).spec.group, 32);  // @G wins over --group-size
   EXPECT_EQ(resolve_scheme("nf4@128").format, "nf4");
+  EXPECT_EQ(resolve_scheme("int4@row").spec.group, 0);
+  EXPECT_EQ(resolve_scheme("int3@tensor", 64).spec.group, -1);
+  EXPECT_EQ(resolve_scheme("kmeans4@tensor").spec.group, -1);
   expect_error([] { resolve_scheme("int4@0"); }, {"int4@0", "group size"});
   expect_error([] { resolve_scheme("int4@x"); }, {"int4@x"});
   expect_error([] { resolve_scheme("kmeans4@32"); }, {"kmeans4@32", "does not apply"});

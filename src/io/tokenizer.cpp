@@ -10,6 +10,7 @@
 #include "lowbit/core/file.h"
 #include "lowbit/io/gguf.h"
 #include "tokenizer_internal.h"
+#include "tokenizer_wordpiece.h"
 
 namespace lowbit {
 
@@ -89,8 +90,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& dir) {
     tok = detail::load_sentencepiece_impl(dir / "tokenizer.model");
   } else if (fs::exists(dir / "vocab.json", ec) && fs::exists(dir / "merges.txt", ec)) {
     tok = detail::load_gpt2_vocab_merges_impl(dir / "vocab.json", dir / "merges.txt");
+  } else if (fs::exists(dir / "vocab.txt", ec)) {  // BERT-style WordPiece (tokenizer_wordpiece.cpp)
+    tok = detail::load_wordpiece_vocab_txt(dir / "vocab.txt", dir / "tokenizer_config.json");
   } else {
-    fail("{}: no tokenizer found (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt)", dir.string());
+    fail("{}: no tokenizer found (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt, vocab.txt)",
+         dir.string());
   }
   if (fs::exists(dir / "tokenizer_config.json", ec)) apply_tokenizer_config(dir / "tokenizer_config.json", tok.get());
   return tok;

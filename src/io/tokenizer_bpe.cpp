@@ -26,6 +26,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/file.h"
 #include "tokenizer_internal.h"
+#include "tokenizer_wordpiece.h"
 
 namespace lowbit {
 namespace detail {
@@ -1092,8 +1093,9 @@ std::unique_ptr<TokenizerBase> load_hf_tokenizer_json_impl(const std::filesystem
   const json& model = need(j, "model", file, "tokenizer.json");
   if (!model.is_object()) fail("{}: 'model' must be an object, found {}", file, model.type_name());
   const std::string type = model.contains("type") ? get_string(model, "type", file, "model") : "BPE";
+  if (type == "WordPiece") return load_wordpiece_tokenizer_json(j, path);  // BERT family: tokenizer_wordpiece.cpp
   if (type != "BPE")
-    fail("{}: model type '{}' is not supported here (lowbit reads BPE tokenizer.json files; WordPiece, Unigram "
+    fail("{}: model type '{}' is not supported (lowbit reads BPE and WordPiece tokenizer.json files; Unigram "
          "and WordLevel are not supported)", file, type);
   const json& vocab = need(model, "vocab", file, "model");
   if (!vocab.is_object()) fail("{}: model 'vocab' must be an object of token -> id, found {}", file, vocab.type_name());

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numbers>
 
 #include "lowbit/core/error.h"
@@ -110,6 +111,130 @@ std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
   return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads * cfg_.head_dim);
 }
 
+// Scratch buffers and the cos / sin of every new position (float32 like transformers:
+// angle = float(pos) * inv_freq).
+struct LlamaModel::Work {
+  Work(const ModelConfig& c, const std::vector<float>& inv_freq, int n, int pos0) {
+    const int half = c.head_dim / 2, qkv_dim = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+    xn.resize(size_t(n) * size_t(c.hidden_size));
+    qkv.resize(size_t(n) * size_t(qkv_dim));
+    att.resize(size_t(n) * size_t(c.num_heads * c.head_dim));
+    gu.resize(size_t(n) * size_t(2 * c.intermediate_size));
+    act.resize(size_t(n) * size_t(c.intermediate_size));
+    cos_t.resize(size_t(n) * size_t(half));
+    sin_t.resize(cos_t.size());
+    for (int i = 0; i < n; ++i)
+      for (int f = 0; f < half; ++f) {
+        float angle = float(pos0 + i) * inv_freq[size_t(f)];
+        cos_t[size_t(i * half + f)] = float(std::cos(double(angle)));
+        sin_t[size_t(i * half + f)] = float(std::sin(double(angle)));
+      }
+  }
+  std::vector<float> xn, qkv, att, gu, act, cos_t, sin_t;
+};
+
+// Layer l's weights applied to x [n][hidden] in place; keys and values go to layer `cache_layer` of s.
+void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, KVSession& s, Work& w,
+                               const LinearObserver* obs) const {
+  const int hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
+  const int inter = cfg_.intermediate_size, half = hd / 2;
+  const int qkv_dim = (nh + 2 * nkv) * hd, kv_dim = nkv * hd;
+  ThreadPool& pool = default_thread_pool();
+  const Layer& L = layers_[size_t(l)];
+  const std::string p = fmt::format("model.layers.{}.", l);
+  auto norm_rows = [&](const std::vector<float>& weight) {
+    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+      for (size_t i = b; i < e; ++i)
+        rms_norm(x + i * size_t(hidden), weight.data(), &w.xn[i * size_t(hidden)], hidden, cfg_.rms_eps);
+    });
+  };
+
+  norm_rows(L.attn_norm);
+  if (obs) (*obs)({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"}, w.xn.data(), n, hidden);
+  gemm_f32_nt(w.xn.data(), L.wqkv.data(), w.qkv.data(), size_t(n), size_t(qkv_dim), size_t(hidden));
+  pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; ++i) {
+      float* row = &w.qkv[i * size_t(qkv_dim)];
+      if (!L.bqkv.empty())
+        for (int d = 0; d < qkv_dim; ++d) row[d] += L.bqkv[size_t(d)];
+      const float* c = &w.cos_t[i * size_t(half)];
+      const float* sn = &w.sin_t[i * size_t(half)];
+      for (int h = 0; h < nh + nkv; ++h) apply_rope(row + h * hd, c, sn, half);  // q heads then k heads
+      std::copy_n(row + nh * hd, kv_dim, s.k_at(cache_layer, pos0 + int(i)));
+      std::copy_n(row + nh * hd + kv_dim, kv_dim, s.v_at(cache_layer, pos0 + int(i)));
+    }
+  });
+  causal_attention(w.qkv.data(), size_t(qkv_dim), s, cache_layer, n, pos0,
+                   {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim, cfg_.sliding_window}, w.att.data(), size_t(nh * hd));
+  if (obs) (*obs)({p + "self_attn.o_proj.weight"}, w.att.data(), n, nh * hd);
+  gemm_f32_nt(w.att.data(), L.wo.data(), x, size_t(n), size_t(hidden), size_t(nh * hd), /*accumulate=*/true);
+
+  norm_rows(L.ffn_norm);
+  if (obs) (*obs)({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, w.xn.data(), n, hidden);
+  gemm_f32_nt(w.xn.data(), L.w_gate_up.data(), w.gu.data(), size_t(n), size_t(2 * inter), size_t(hidden));
+  pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; ++i) {
+      const float* g = &w.gu[i * size_t(2 * inter)];
+      const float* u = g + inter;
+      float* a = &w.act[i * size_t(inter)];
+      for (int j = 0; j < inter; ++j) a[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
+    }
+  });
+  if (obs) (*obs)({p + "mlp.down_proj.weight"}, w.act.data(), n, inter);
+  gemm_f32_nt(w.act.data(), L.w_down.data(), x, size_t(n), size_t(hidden), size_t(inter), /*accumulate=*/true);
+}
+
+void LlamaModel::embed(std::span<const int32_t> tokens, float* x) const {
+  const int hidden = cfg_.hidden_size, vocab = cfg_.vocab_size;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      fail("token id {} at position {} is outside the vocabulary (0..{})", tokens[i], i, vocab - 1);
+    std::copy_n(embed_.data() + size_t(tokens[i]) * size_t(hidden), hidden, x + i * size_t(hidden));
+  }
+}
+
+void LlamaModel::run_layer(int layer, float* x, int n, const LinearObserver* observer) const {
+  if (layer < 0 || layer >= cfg_.num_layers) fail("layer {} is outside 0..{}", layer, cfg_.num_layers - 1);
+  KVSession s(1, n, cfg_.num_kv_heads * cfg_.head_dim);  // this layer's keys and values only
+  Work w(cfg_, inv_freq_, n, 0);
+  layer_forward(layer, /*cache_layer=*/0, x, n, 0, s, w, observer);
+}
+
+LlamaModel::Slot LlamaModel::slot(const std::string& name) const {
+  const int64_t hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
+  const int64_t inter = cfg_.intermediate_size;
+  int l = -1;
+  char proj[32] = {0};
+  if (std::sscanf(name.c_str(), "model.layers.%d.%31s", &l, proj) != 2 || l < 0 || l >= cfg_.num_layers)
+    fail("'{}' is not a linear weight of a layer", name);
+  auto& L = const_cast<Layer&>(layers_[size_t(l)]);
+  const std::pair<const char*, Slot> slots[] = {
+      {"self_attn.q_proj.weight", {&L.wqkv, 0, nh * hd, hidden}},
+      {"self_attn.k_proj.weight", {&L.wqkv, nh * hd, nkv * hd, hidden}},
+      {"self_attn.v_proj.weight", {&L.wqkv, (nh + nkv) * hd, nkv * hd, hidden}},
+      {"self_attn.o_proj.weight", {&L.wo, 0, hidden, nh * hd}},
+      {"mlp.gate_proj.weight", {&L.w_gate_up, 0, inter, hidden}},
+      {"mlp.up_proj.weight", {&L.w_gate_up, inter, inter, hidden}},
+      {"mlp.down_proj.weight", {&L.w_down, 0, hidden, inter}},
+  };
+  for (const auto& [suffix, s] : slots)
+    if (std::string(proj) == suffix) return s;
+  fail("'{}' is not a linear weight of a layer", name);
+}
+
+std::vector<float> LlamaModel::weight(const std::string& name) const {
+  const Slot s = slot(name);
+  auto first = s.matrix->begin() + s.row0 * s.cols;
+  return std::vector<float>(first, first + s.rows * s.cols);
+}
+
+void LlamaModel::replace_weight(const std::string& name, const std::vector<float>& w) {
+  const Slot s = slot(name);
+  if (int64_t(w.size()) != s.rows * s.cols)
+    fail("replace_weight: '{}' needs {} x {} values, got {}", name, s.rows, s.cols, w.size());
+  std::copy(w.begin(), w.end(), s.matrix->begin() + s.row0 * s.cols);
+}
+
 void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const {
   auto& s = dynamic_cast<KVSession&>(session);
   const int n = int(tokens.size());
@@ -117,72 +242,24 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
   const int pos0 = s.position();
   if (pos0 + n > s.capacity())
     fail("sequence of {} tokens exceeds the session's capacity of {} positions", pos0 + n, s.capacity());
-  const int hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
-  const int inter = cfg_.intermediate_size, vocab = cfg_.vocab_size, half = hd / 2;
-  const int qkv_dim = (nh + 2 * nkv) * hd, kv_dim = nkv * hd;
-  ThreadPool& pool = default_thread_pool();
-
-  std::vector<float> x(size_t(n) * size_t(hidden)), xn(x.size());
-  std::vector<float> qkv(size_t(n) * size_t(qkv_dim)), att(size_t(n) * size_t(nh * hd));
-  std::vector<float> gu(size_t(n) * size_t(2 * inter)), act(size_t(n) * size_t(inter));
-  for (int i = 0; i < n; ++i) {
+  const int hidden = cfg_.hidden_size, vocab = cfg_.vocab_size;
+  std::vector<float> x(size_t(n) * size_t(hidden));
+  for (int i = 0; i < n; ++i)
     if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= vocab)
       fail("token id {} at position {} is outside the vocabulary (0..{})", tokens[size_t(i)], pos0 + i, vocab - 1);
-    std::copy_n(embed_.data() + size_t(tokens[size_t(i)]) * size_t(hidden), hidden, x.data() + size_t(i) * size_t(hidden));
-  }
-  // cos / sin of every new position, float32 like transformers: angle = float(pos) * inv_freq.
-  std::vector<float> cos_t(size_t(n) * size_t(half)), sin_t(cos_t.size());
-  for (int i = 0; i < n; ++i)
-    for (int f = 0; f < half; ++f) {
-      float angle = float(pos0 + i) * inv_freq_[size_t(f)];
-      cos_t[size_t(i * half + f)] = float(std::cos(double(angle)));
-      sin_t[size_t(i * half + f)] = float(std::sin(double(angle)));
-    }
-  auto norm_rows = [&](const std::vector<float>& w) {
-    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
-      for (size_t i = b; i < e; ++i) rms_norm(&x[i * size_t(hidden)], w.data(), &xn[i * size_t(hidden)], hidden, cfg_.rms_eps);
-    });
-  };
-
-  for (int l = 0; l < cfg_.num_layers; ++l) {
-    const Layer& L = layers_[size_t(l)];
-    norm_rows(L.attn_norm);
-    gemm_f32_nt(xn.data(), L.wqkv.data(), qkv.data(), size_t(n), size_t(qkv_dim), size_t(hidden));
-    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
-      for (size_t i = b; i < e; ++i) {
-        float* row = &qkv[i * size_t(qkv_dim)];
-        if (!L.bqkv.empty())
-          for (int d = 0; d < qkv_dim; ++d) row[d] += L.bqkv[size_t(d)];
-        const float* c = &cos_t[i * size_t(half)];
-        const float* sn = &sin_t[i * size_t(half)];
-        for (int h = 0; h < nh + nkv; ++h) apply_rope(row + h * hd, c, sn, half);  // q heads then k heads
-        std::copy_n(row + nh * hd, kv_dim, s.k_at(l, pos0 + int(i)));
-        std::copy_n(row + nh * hd + kv_dim, kv_dim, s.v_at(l, pos0 + int(i)));
-      }
-    });
-    causal_attention(qkv.data(), size_t(qkv_dim), s, l, n, pos0,
-                     {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim, cfg_.sliding_window}, att.data(),
-                     size_t(nh * hd));
-    gemm_f32_nt(att.data(), L.wo.data(), x.data(), size_t(n), size_t(hidden), size_t(nh * hd), /*accumulate=*/true);
-
-    norm_rows(L.ffn_norm);
-    gemm_f32_nt(xn.data(), L.w_gate_up.data(), gu.data(), size_t(n), size_t(2 * inter), size_t(hidden));
-    pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
-      for (size_t i = b; i < e; ++i) {
-        const float* g = &gu[i * size_t(2 * inter)];
-        const float* u = g + inter;
-        float* a = &act[i * size_t(inter)];
-        for (int j = 0; j < inter; ++j) a[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
-      }
-    });
-    gemm_f32_nt(act.data(), L.w_down.data(), x.data(), size_t(n), size_t(hidden), size_t(inter), /*accumulate=*/true);
-  }
+  embed(tokens, x.data());
+  Work w(cfg_, inv_freq_, n, pos0);
+  for (int l = 0; l < cfg_.num_layers; ++l) layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);
   s.advance(n);
 
-  norm_rows(final_norm_);
+  ThreadPool& pool = default_thread_pool();
+  pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; ++i)
+      rms_norm(&x[i * size_t(hidden)], final_norm_.data(), &w.xn[i * size_t(hidden)], hidden, cfg_.rms_eps);
+  });
   const float* head = lm_head_.empty() ? embed_.data() : lm_head_.data();
   const size_t first = all_rows ? 0 : size_t(n - 1);
-  gemm_f32_nt(xn.data() + first * size_t(hidden), head, logits, size_t(n) - first, size_t(vocab), size_t(hidden));
+  gemm_f32_nt(w.xn.data() + first * size_t(hidden), head, logits, size_t(n) - first, size_t(vocab), size_t(hidden));
 }
 
 }  // namespace lowbit

@@ -1,11 +1,35 @@
 // Maps config.json's architecture to the model class that runs it.
 #include "lowbit/core/error.h"
+#include "lowbit/io/encoder_config.h"
 #include "lowbit/models/gpt.h"
 #include "lowbit/models/llama.h"
 
 namespace lowbit {
 
+void CausalLM::embed(std::span<const int32_t>, float*) const {
+  fail("{}: layer-by-layer access is not available for this architecture", config().architecture);
+}
+void CausalLM::run_layer(int, float*, int, const LinearObserver*) const {
+  fail("{}: layer-by-layer access is not available for this architecture", config().architecture);
+}
+std::vector<float> CausalLM::weight(const std::string&) const {
+  fail("{}: layer-by-layer access is not available for this architecture", config().architecture);
+}
+void CausalLM::replace_weight(const std::string&, const std::vector<float>&) {
+  fail("{}: layer-by-layer access is not available for this architecture", config().architecture);
+}
+
+std::unique_ptr<CausalLM> load_causal_lm_layerwise(const std::filesystem::path& dir) {
+  auto m = load_causal_lm(dir);
+  if (!m->supports_layerwise())
+    fail("{}: calibrated quantization (layer by layer) is not available for {} yet", dir.string(), m->config().architecture);
+  return m;
+}
+
 std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir) {
+  if (is_encoder_architecture(read_architecture(dir)))
+    fail("{}: {} is an encoder classifier, not a language model: use `lowbit classify` or `lowbit eval --tsv`",
+         dir.string(), read_architecture(dir));
   ModelConfig cfg = load_config(dir);
   WeightStore weights(dir);
   switch (cfg.family) {

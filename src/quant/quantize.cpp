@@ -13,6 +13,8 @@
 #include "lowbit/core/file.h"
 #include "lowbit/core/progress.h"
 #include "lowbit/core/thread_pool.h"
+#include "lowbit/io/tokenizer.h"
+#include "lowbit/models/model.h"
 
 namespace lowbit {
 
@@ -88,6 +90,26 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     if (scheme) r.scheme = *scheme;
   }
 
+  // Calibrated methods first: they quantize the linear layers of the float model layer by layer.
+  std::map<std::string, GptqResult> calibrated;
+  if (opt.method == "gptq") {
+    if (opt.calib.file.empty()) fail("--method gptq needs calibration text (--calib FILE)");
+    auto tok = load_tokenizer(in);
+    auto windows = calibration_windows(*tok, opt.calib);
+    auto model = load_causal_lm_layerwise(in);
+    auto scheme_for = [&](const std::string& name) -> std::optional<ResolvedScheme> {
+      auto s = recipe.scheme_for(name, 2);
+      if (!s) return std::nullopt;
+      ResolvedScheme rs = resolve_scheme(*s, opt.group_size);
+      if (rs.format != "affine" && rs.format != "symmetric")
+        fail("--method gptq: scheme '{}' for '{}' is not uniform (affine or symmetric); use --method rtn", *s, name);
+      return rs;
+    };
+    calibrated = gptq_layerwise(*model, windows, scheme_for, opt.gptq, opt.progress);
+  } else if (opt.method != "rtn") {
+    fail("unknown method '{}' (expected rtn or gptq)", opt.method);
+  }
+
   Progress progress("quantize", tensors.size(), opt.progress);
   std::mutex mu;
   size_t done = 0;
@@ -116,7 +138,12 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
             r.transposed = true;
           }
           const FormatTraits& f = find_format(s.format);
-          quantized[i] = f.quantize(w.data(), rows, cols, spec);
+          if (auto c = calibrated.find(r.name); c != calibrated.end()) {
+            if (r.transposed) fail("'{}': calibrated quantization of [in, out] weights is not supported yet", r.name);
+            quantized[i] = std::move(c->second.quantized);
+          } else {
+            quantized[i] = f.quantize(w.data(), rows, cols, spec);
+          }
           quantized[i].format = std::string(s.format);
           quantized[i].spec = spec;
           std::vector<float> back(w.size(), NAN);
@@ -153,6 +180,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     report.params_quantized += r.numel();
     const QuantizedTensor& q = quantized[i];
     json meta = {{"format", q.format},
+                 {"method", calibrated.count(r.name) ? opt.method : "rtn"},
                  {"scheme", r.scheme},
                  {"bits", q.spec.bits},
                  {"group", q.spec.group},
@@ -184,7 +212,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
                                      {"format", s.format},
                                      {"bits", spec.bits},
                                      {"group_size", spec.group},
-                                     {"method", "rtn"},
+                                     {"method", opt.method},
                                      {"bits_per_weight", report.quantized_bits_per_weight()},
                                      {"rules", rules}};
     write_file_atomic(tmp / "config.json", config.dump(2) + "\n");

@@ -18,6 +18,12 @@ ResolvedScheme resolve_scheme(const std::string& text, int64_t group_override) {
   const Scheme& s = find_scheme(text.substr(0, at));
   ResolvedScheme r{text, std::string(s.format), s.spec};
   int64_t group = group_override;
+  if (at != std::string::npos && (text.substr(at + 1) == "row" || text.substr(at + 1) == "tensor")) {
+    if (r.format == "f16" || r.format == "bf16")
+      fail("scheme '{}': a group size does not apply to the {} format", text, r.format);
+    r.spec.group = text.substr(at + 1) == "row" ? 0 : -1;
+    return r;
+  }
   if (at != std::string::npos) {
     const std::string g = text.substr(at + 1);
     char* end = nullptr;
@@ -46,6 +52,8 @@ Recipe::Recipe(std::string default_scheme, bool quantize_embeddings, bool quanti
                         "*word_embeddings.weight", "*position_embeddings.weight", "*token_type_embeddings.weight"})
     rules_.push_back({p, emb, "default (embeddings)"});
   rules_.push_back({"lm_head.weight", head, "default (lm_head)"});
+  for (const char* p : {"*classifier.weight", "*pooler.dense.weight"})  // encoder heads: small, kept like lm_head
+    rules_.push_back({p, head, "default (classifier head)"});
   rules_.push_back({"*norm*", "keep", "default (norms)"});
   rules_.push_back({"*", default_scheme, "default"});
 }
@@ -86,8 +94,10 @@ std::string tensor_class(const std::string& name) {
   static const std::vector<std::pair<const char*, const char*>> kClasses = {
       {"*norm*", "norms"},         {"*ln_*", "norms"},          {"lm_head*", "lm_head"},
       {"*embed*", "embeddings"},   {"*.wte.*", "embeddings"},   {"*.wpe.*", "embeddings"},
+      {"*classifier*", "head"},    {"*pooler*", "head"},
       {"*attn*", "attention"},     {"*attention*", "attention"}, {"*mlp*", "mlp"},
-      {"*ffn*", "mlp"},            {"*", "other"},
+      {"*ffn*", "mlp"},            {"*intermediate*", "mlp"},    {"*.output.dense.*", "mlp"},
+      {"*fc1*", "mlp"},            {"*fc2*", "mlp"},             {"*", "other"},
   };
   for (const auto& [pattern, cls] : kClasses)
     if (glob_match(pattern, name)) return cls;

@@ -19,12 +19,19 @@ struct EvalArgs {
   int ctx = 512;
   std::string score = "all";
   int max_windows = 0;
+  std::string tsv, label_map;  // --tsv: a classifier's accuracy (eval_classifier, cmd_classify.cpp)
+  int max_len = 0, batch = 32;
 };
 
 int eval(const EvalArgs& a) {
   const Common& c = a.c;
+  if (!a.tsv.empty()) {
+    if (!a.ppl_file.empty()) fail("eval: give --ppl FILE or --tsv FILE, not both");
+    return eval_classifier(c, a.tsv, a.max_len, a.label_map, a.batch);
+  }
   apply_threads(c);
-  if (a.ppl_file.empty()) fail("eval: give --ppl FILE (a plain-text file to score)");
+  if (a.ppl_file.empty())
+    fail("eval: give --ppl FILE (perplexity of a text file) or --tsv FILE (accuracy of a classifier)");
   auto dir = resolve_model_path(c.model);
   auto tok = load_tokenizer(dir);
   auto model = load_causal_lm(dir);
@@ -77,7 +84,11 @@ void register_eval(CLI::App& app, std::function<int()>& run) {
   auto a = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand("eval", "perplexity of a text file; KL divergence and top-1 vs a reference");
   add_common(cmd, a->c);
-  cmd->add_option("--ppl", a->ppl_file, "plain-text file to score")->required();
+  cmd->add_option("--ppl", a->ppl_file, "plain-text file to score");
+  cmd->add_option("--tsv", a->tsv, "text<TAB>label file (or .csv) to classify: accuracy, macro-F1, confusion matrix");
+  cmd->add_option("--max-len", a->max_len, "--tsv: tokens per text, [CLS]/[SEP] included (default: the model's maximum)");
+  cmd->add_option("--label-map", a->label_map, "--tsv: data labels to model labels, e.g. pos=1,neg=0");
+  cmd->add_option("--batch", a->batch, "--tsv: texts per forward pass")->capture_default_str();
   cmd->add_option("--ref", a->ref, "reference model (e.g. the unquantized one): adds KLD and top-1 agreement");
   cmd->add_option("--ctx", a->ctx, "window length in tokens")->capture_default_str();
   cmd->add_option("--score", a->score, "all: every token but the first; second-half: tokens at positions >= ctx/2")

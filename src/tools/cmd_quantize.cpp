@@ -20,6 +20,7 @@ struct QuantizeArgs {
   QuantizeOptions opt;
   std::vector<std::string> keep, overrides;
   bool list = false;
+  std::string calib;
 };
 
 int list_schemes(bool as_json) {
@@ -74,6 +75,13 @@ int quantize(QuantizeArgs& a) {
   for (const auto& k : a.keep) a.opt.rules.push_back({k, "keep", "--keep"});
   for (const auto& o : a.overrides) a.opt.rules.push_back(parse_override(o));
   a.opt.threads = a.c.threads;
+  apply_threads(a.c);
+  if (a.opt.method != "rtn") {
+    a.opt.calib.file = a.calib.empty() ? default_calib_file() : a.calib;
+    std::error_code ec;
+    if (std::filesystem::equivalent(a.opt.calib.file, default_ppl_file(), ec))
+      fail("--calib {}: that is the evaluation text; calibrate on other text (e.g. wiki.valid.tokens)", a.calib);
+  }
   auto in = resolve_model_path(a.c.model);
   QuantizeReport r = quantize_checkpoint(in, a.out, a.opt);
   if (a.c.json) {
@@ -85,7 +93,7 @@ int quantize(QuantizeArgs& a) {
       tensors.push_back(j);
     }
     json j = {{"scheme", a.opt.scheme},
-              {"method", "rtn"},
+              {"method", a.opt.method},
               {"bits_per_weight", r.quantized_bits_per_weight()},
               {"model_bits_per_weight", r.bits_per_weight()},
               {"bytes_in", r.bytes_in},
@@ -115,7 +123,7 @@ int quantize(QuantizeArgs& a) {
 
 void register_quantize(CLI::App& app, std::function<int()>& run) {
   auto a = std::make_shared<QuantizeArgs>();
-  auto* cmd = app.add_subcommand("quantize", "write a quantized checkpoint (round-to-nearest)");
+  auto* cmd = app.add_subcommand("quantize", "write a quantized checkpoint (round-to-nearest or GPTQ)");
   add_common(cmd, a->c);
   cmd->add_option("-o,--output", a->out, "output folder (written atomically)");
   cmd->add_option("--scheme", a->opt.scheme, "quantization scheme (see --list-schemes); SCHEME@G for groups of G inputs")->capture_default_str();
@@ -124,6 +132,18 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--override", a->overrides, "PATTERN=SCHEME: another scheme for matching tensors (repeatable)");
   cmd->add_flag("--quantize-embeddings", a->opt.quantize_embeddings, "quantize the token embeddings too");
   cmd->add_flag("--quantize-lm-head", a->opt.quantize_lm_head, "quantize lm_head too");
+  cmd->add_option("--method", a->opt.method, "rtn (round to nearest) or gptq (calibrated, layer by layer)")
+      ->check(CLI::IsMember({"rtn", "gptq"}))
+      ->capture_default_str();
+  cmd->add_option("--calib", a->calib, "calibration text for gptq (default: ../shared/datasets/wikitext-2/wiki.valid.tokens)");
+  cmd->add_option("--calib-samples", a->opt.calib.samples, "calibration windows")->capture_default_str();
+  cmd->add_option("--calib-ctx", a->opt.calib.ctx, "tokens per calibration window")->capture_default_str();
+  cmd->add_option("--seed", a->opt.calib.seed, "seed of the calibration window positions")->capture_default_str();
+  cmd->add_option("--damp", a->opt.gptq.damp, "gptq: dampening, fraction of mean diag(H)")->capture_default_str();
+  cmd->add_option("--block-size", a->opt.gptq.block, "gptq: columns per lazy batch")->capture_default_str();
+  cmd->add_flag("--act-order", a->opt.gptq.act_order, "gptq: columns by decreasing Hessian diagonal (static groups)");
+  cmd->add_flag("!--no-true-sequential", a->opt.gptq.true_sequential,
+                "gptq: gather every Hessian of a layer from the float layer at once");
   cmd->add_flag("--force", a->opt.force, "replace an existing output folder");
   cmd->add_flag("--list-schemes", a->list, "print every scheme with its bits per weight");
   cmd->callback([a, &run] { run = [a] { return quantize(*a); }; });

@@ -46,33 +46,38 @@ std::vector<std::string> split_csv(const std::string& s) {
 
 std::string quote_label(const std::string& s) { return "\"" + s + "\""; }
 
-void draw_plots(const fs::path& dir, const std::string& model_name, const std::vector<Row>& rows, const ReportArgs& a) {
-  std::string dat;
-  for (size_t i = 0; i < rows.size(); ++i)
-    dat += fmt::format("{} {} {} {:.4f} {:.6f} {:.6f}\n", i, quote_label(rows[i].name),
-                       quote_label(fmt::format("{}\\n{:.2f} bpw", rows[i].name, rows[i].model_bpw)), rows[i].mb,
-                       rows[i].model_bpw, rows[i].ppl);
-  write_file_atomic(dir / "report.dat", dat);
-  const std::string setup = "set terminal pngcairo size 960,560 font 'DejaVu Sans,12'\nset grid ytics\n";
-  std::string gp = setup;
+// rows[0] is fp32 and `float_rows` rows in all are unquantized (their perplexity is the dashed line).
+void draw_plots(const fs::path& dir, const std::string& model_name, const std::vector<Row>& rows, size_t float_rows,
+                const ReportArgs& a) {
+  std::string sizes, ppl;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    sizes += fmt::format("{} {} {:.4f}\n", i, quote_label(fmt::format("{}\\n{:.2f} bpw", rows[i].name, rows[i].model_bpw)),
+                         rows[i].mb);
+    if (i >= float_rows) ppl += fmt::format("{:.6f} {:.6f} {}\n", rows[i].bpw, rows[i].ppl, quote_label(rows[i].name));
+  }
+  write_file_atomic(dir / "sizes.dat", sizes);
+  write_file_atomic(dir / "ppl.dat", ppl);
+  std::string gp = "set terminal pngcairo size 1200,620 font 'DejaVu Sans,12'\nset grid ytics\n";
   gp += fmt::format(
       "set output '{}'\n"
-      "set title '{}: model size per scheme (all tensors, scales and code books included)'\n"
-      "set ylabel 'size (MB)'\nset xlabel 'scheme (bits per weight over the whole model)'\n"
-      "set style fill solid 0.85 border -1\nset boxwidth 0.6\nset yrange [0:*]\nset xtics nomirror\n"
-      "plot '{}' using 1:4:xtic(3) with boxes lc rgb '#3a7dc9' notitle, \\\n"
-      "     '' using 1:4:(sprintf('%.1f MB', $4)) with labels offset 0,0.8 notitle\n",
-      (dir / "size_vs_bits.png").string(), model_name, (dir / "report.dat").string());
+      "set title '{}: model size per scheme (whole model: scales, code books and unquantized tensors included)' noenhanced\n"
+      "set ylabel 'size (MB)'\nset xlabel 'scheme (bits per weight over the whole model)' offset 0,-0.5\n"
+      "set style fill solid 0.85 border -1\nset boxwidth 0.6\nset yrange [0:*]\nset xtics nomirror font ',10'\n"
+      "set bmargin 5\n"
+      "plot '{}' using 1:3:xtic(2) with boxes lc rgb '#3a7dc9' notitle, \\\n"
+      "     '' using 1:3:(sprintf('%.3g MB', $3)) with labels offset 0,0.8 notitle\n",
+      (dir / "size_vs_bits.png").string(), model_name, (dir / "sizes.dat").string());
   gp += fmt::format(
-      "set output '{}'\nunset style\nset style fill empty\n"
-      "set title '{}: perplexity vs bits per weight ({}, ctx {}, {} tokens scored)'\n"
-      "set xlabel 'bits per weight (whole model)'\nset ylabel 'perplexity (log scale)'\n"
-      "set logscale y\nset xrange [0:*]\nset yrange [*:*]\nunset xtics\nset xtics\n"
-      "plot '{}' using 5:6 with points pt 7 ps 1.6 lc rgb '#c0392b' notitle, \\\n"
-      "     '' using 5:6:2 with labels offset 0,1.1 notitle, \\\n"
-      "     {} with lines dt 2 lc rgb '#555555' title 'float'\n",
+      "set output '{}'\nset style fill empty\nset bmargin\n"
+      "set title '{}: perplexity vs bits per weight ({}, ctx {}, {} scored)' noenhanced\n"
+      "set xlabel 'bits per weight of the quantized tensors (scales, zero points, code books included)' offset 0,0\n"
+      "set ylabel 'perplexity (log scale)'\n"
+      "set logscale y\nset xrange [0:*]\nset yrange [*:*]\nset xtics 1 font ',12'\nset key top right\n"
+      "plot '{}' using 1:2 with points pt 7 ps 1.6 lc rgb '#c0392b' notitle, \\\n"
+      "     '' using 1:2:3 with labels offset 0,1.1 notitle, \\\n"
+      "     {} with lines dt 2 lc rgb '#555555' title sprintf('float (%.2f)', {})\n",
       (dir / "ppl_vs_bits.png").string(), model_name, fs::path(a.ppl_file).filename().string(), a.ctx,
-      a.score == "all" ? "all" : "second-half", (dir / "report.dat").string(), rows[0].ppl);
+      a.score == "all" ? "all tokens" : "second half", (dir / "ppl.dat").string(), rows[0].ppl, rows[0].ppl);
   write_file_atomic(dir / "plots.gp", gp);
   std::string cmd = "gnuplot " + (dir / "plots.gp").string() + " 2>&1";
   int st = std::system(cmd.c_str());
@@ -159,7 +164,7 @@ int report(ReportArgs& a) {
                       r.mb, r.compression, r.ppl, r.ppl_stderr, r.dppl_pct, r.kld, 100 * r.top1);
   md += "\n![model size per scheme](size_vs_bits.png)\n\n![perplexity vs bits per weight](ppl_vs_bits.png)\n";
   write_file_atomic(dir / "report.md", md);
-  draw_plots(dir, model_name, rows, a);
+  draw_plots(dir, model_name, rows, rows.size() - schemes.size(), a);
 
   if (a.c.json) {
     fmt::print("{}\n", j.dump());

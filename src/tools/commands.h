@@ -21,7 +21,8 @@ struct Common {
 void add_common(CLI::App* cmd, Common& c);
 void apply_threads(const Common& c);
 std::string shape_str(const std::vector<int64_t>& s);
-std::string default_ppl_file();  // ../shared/datasets/wikitext-2/wiki.test.raw
+std::string default_ppl_file();    // ../shared/datasets/wikitext-2/wiki.test.raw
+std::string default_calib_file();  // ../shared/datasets/wikitext-2/wiki.valid.tokens
 
 // Each returns the process exit status; `parsed` is checked by main().
 void register_inspect(CLI::App& app, std::function<int()>& run);
@@ -29,5 +30,10 @@ void register_run(CLI::App& app, std::function<int()>& run);
 void register_eval(CLI::App& app, std::function<int()>& run);
 void register_quantize(CLI::App& app, std::function<int()>& run);
 void register_report(CLI::App& app, std::function<int()>& run);
+void register_classify(CLI::App& app, std::function<int()>& run);
+
+// `lowbit eval MODEL --tsv FILE`: accuracy / macro-F1 of a sequence classifier (cmd_classify.cpp).
+int eval_classifier(const Common& c, const std::string& data_file, int max_len, const std::string& label_map,
+                    int batch);
 
 }  // namespace lowbit::cli

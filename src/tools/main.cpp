@@ -24,11 +24,15 @@ void apply_threads(const Common& c) {
 
 std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
-std::string default_ppl_file() {
-  const char* rel = "datasets/wikitext-2/wiki.test.raw";
+namespace {
+std::string shared_file(const char* rel) {
   if (std::filesystem::exists(std::filesystem::path("../shared") / rel)) return (std::filesystem::path("../shared") / rel).string();
   return (std::filesystem::path(LOWBIT_SHARED_DIR) / rel).string();
 }
+}  // namespace
+
+std::string default_ppl_file() { return shared_file("datasets/wikitext-2/wiki.test.raw"); }
+std::string default_calib_file() { return shared_file("datasets/wikitext-2/wiki.valid.tokens"); }
 
 }  // namespace lowbit::cli
 
@@ -42,6 +46,7 @@ int main(int argc, char** argv) {
   cli::register_eval(app, run);
   cli::register_quantize(app, run);
   cli::register_report(app, run);
+  cli::register_classify(app, run);
   CLI11_PARSE(app, argc, argv);
   try {
     return run ? run() : 0;

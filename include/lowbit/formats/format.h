@@ -73,6 +73,23 @@ size_t packed_bytes(int64_t n, int bits);
 void pack_bits(const uint8_t* codes, int64_t n, int bits, uint8_t* out);
 void unpack_bits(const uint8_t* packed, int64_t n, int bits, uint8_t* codes);
 
+// The grid of the uniform formats ("affine", "symmetric") for one group, as their quantize_*_ref
+// choose and store it (F16 parameters rounded so the group's range stays inside the grid), for
+// algorithms that pick codes themselves (GPTQ) and must produce the same layout.
+struct UniformGrid {
+  std::string_view format;  // "affine" or "symmetric"
+  int bits = 4;
+  float scale = 0, min = 0;  // symmetric: min is 0
+  // The grid for values in [lo, hi] (symmetric: absmax = max(|lo|, |hi|)); F16 parameters.
+  static UniformGrid fit(std::string_view format, int bits, double lo, double hi);
+  uint8_t code(float x) const;        // nearest grid point's stored code
+  float value(uint8_t code) const;    // what dequantize gives for that code
+};
+// A uniform-format tensor from codes[rows][cols] and one grid per group (Groups order: row-major
+// [rows][groups per row], or one for the whole tensor).
+QuantizedTensor pack_uniform(std::string_view format, const QuantSpec& spec, int64_t rows, int64_t cols,
+                             const std::vector<uint8_t>& codes, const std::vector<UniformGrid>& grids);
+
 // Named schemes (what `lowbit quantize --scheme` accepts): a format plus its spec.
 struct Scheme {
   std::string_view name;         // "int8", "int4", "int3", "int2", "nf4", "fp4", "kmeans4", "binary", "ternary", "f16", "bf16"

@@ -22,6 +22,12 @@ class LlamaModel : public CausalLM {
   void forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const override;
   uint64_t weight_bytes() const override;
 
+  bool supports_layerwise() const override { return true; }
+  void embed(std::span<const int32_t> tokens, float* x) const override;
+  void run_layer(int layer, float* x, int n, const LinearObserver* observer) const override;
+  std::vector<float> weight(const std::string& name) const override;
+  void replace_weight(const std::string& name, const std::vector<float>& w) override;
+
  private:
   struct Layer {
     std::vector<float> attn_norm, ffn_norm;  // [hidden]
@@ -31,6 +37,18 @@ class LlamaModel : public CausalLM {
     std::vector<float> w_gate_up;            // [2 * intermediate, hidden]: gate rows then up rows
     std::vector<float> w_down;               // [hidden, intermediate]
   };
+
+  // Where a linear weight lives: matrix, first row, rows, columns (fused matrices hold several).
+  struct Slot {
+    std::vector<float>* matrix;
+    int64_t row0, rows, cols;
+  };
+  Slot slot(const std::string& name) const;
+
+  // Scratch buffers and rotary tables of one call, sized for n rows.
+  struct Work;
+  void layer_forward(int l, int cache_layer, float* x, int n, int pos0, class KVSession& s, Work& w,
+                     const LinearObserver* obs) const;
 
   ModelConfig cfg_;
   std::vector<float> embed_;    // [vocab, hidden]

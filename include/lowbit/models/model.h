@@ -4,7 +4,9 @@
 #include <filesystem>
 #include <memory>
 #include <span>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "lowbit/io/config.h"
 
@@ -37,7 +39,26 @@ class CausalLM {
 
   // Bytes of weights held in memory.
   virtual uint64_t weight_bytes() const = 0;
+
+  // Layer-by-layer access for calibrated quantization (GPTQ, ...). The default says the
+  // architecture does not offer it.
+  //
+  // Input rows of linear layers as a layer runs: `names` are the checkpoint names of every weight
+  // that reads these rows (q/k/v share one input), rows [n][cols].
+  using LinearObserver = std::function<void(const std::vector<std::string>& names, const float* rows, int n, int cols)>;
+  virtual bool supports_layerwise() const { return false; }
+  // Token embeddings of one sequence: x [n][hidden].
+  virtual void embed(std::span<const int32_t> tokens, float* x) const;
+  // Decoder layer `layer` applied in place to the hidden states of one sequence at positions 0..n-1.
+  virtual void run_layer(int layer, float* x, int n, const LinearObserver* observer) const;
+  // A linear weight as the model holds it ([out][in] row-major, by checkpoint name), and its replacement
+  // (e.g. the dequantized weight after GPTQ).
+  virtual std::vector<float> weight(const std::string& name) const;
+  virtual void replace_weight(const std::string& name, const std::vector<float>& w);
 };
+
+// A float model with the layer-by-layer hooks (the checkpoint must be unquantized).
+std::unique_ptr<CausalLM> load_causal_lm_layerwise(const std::filesystem::path& dir);
 
 // Loads the model of a checkpoint folder (architecture from config.json).
 std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lowbit/formats/weights.h"
+#include "lowbit/quant/calibrate.h"
 #include "lowbit/quant/recipe.h"
 
 namespace lowbit {
@@ -20,6 +21,9 @@ struct QuantizeOptions {
   int64_t group_size = 0;       // > 0: overrides the group of every scheme written without "@G"
   bool quantize_embeddings = false, quantize_lm_head = false;
   std::vector<RecipeRule> rules;  // --keep / --override, in order
+  std::string method = "rtn";     // "rtn" or "gptq" (calibrated, layer by layer)
+  CalibrationOptions calib;       // for gptq
+  GptqOptions gptq;
   bool force = false;             // replace an existing OUT
   bool progress = true;
   int threads = 0;

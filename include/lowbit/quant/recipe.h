@@ -2,7 +2,8 @@
 // A recipe decides, per tensor, whether it is quantized and with which scheme: a rule table of
 // (glob pattern, action) looked up first-match-wins, not a ladder of ifs on tensor names.
 // Built-in policy: tensors that are not 2-D (norm weights, biases) are never quantized; embeddings
-// and lm_head are kept unless asked for; every other 2-D weight gets the default scheme.
+// and lm_head (and encoder classifier heads) are kept unless asked for; every other 2-D weight gets
+// the default scheme.
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,7 +33,8 @@ class Recipe {
 };
 
 // A scheme as written on the command line: a scheme_registry() name, optionally with "@G" for
-// groups of G inputs (e.g. "int4@32"); group_override > 0 (--group-size) applies when no "@G" is given.
+// groups of G inputs (e.g. "int4@32"), "@row" (one group per output channel) or "@tensor";
+// group_override > 0 (--group-size) applies when no "@..." is given.
 struct ResolvedScheme {
   std::string name;  // as written
   std::string format;
@@ -43,7 +45,8 @@ ResolvedScheme resolve_scheme(const std::string& text, int64_t group_override = 
 // "PATTERN=SCHEME" from --override; the scheme must exist (throws otherwise).
 RecipeRule parse_override(const std::string& arg);
 
-// The class of a tensor for size tables: "attention", "mlp", "embeddings", "lm_head", "norms", "other".
+// The class of a tensor for size tables: "attention", "mlp", "embeddings", "lm_head", "head"
+// (classifier / pooler), "norms", "other".
 std::string tensor_class(const std::string& name);
 
 // Whether a weight of this architecture is stored [in, out] (GPT-2's Conv1D) rather than [out, in].

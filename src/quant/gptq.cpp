@@ -1,0 +1,159 @@
+#include "lowbit/quant/gptq.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
+
+namespace lowbit {
+
+namespace {
+
+// Column ranges of the groups of a row (QuantSpec::group: 0 one per row, -1 one per tensor).
+struct GroupLayout {
+  int64_t size, per_row;
+  bool per_tensor;
+  GroupLayout(int64_t cols, int64_t group)
+      : size(group > 0 ? std::min(group, cols) : cols), per_row(group > 0 ? (cols + size - 1) / size : 1),
+        per_tensor(group < 0) {}
+  int64_t of(int64_t col) const { return col / size; }
+};
+
+// Upper Cholesky factor of H⁻¹ (row-major, only the upper triangle meaningful), H damped in place.
+std::vector<double> inverse_cholesky_upper(std::vector<double> h, int64_t n, double damp) {
+  double mean_diag = 0;
+  for (int64_t i = 0; i < n; ++i) mean_diag += h[size_t(i * n + i)];
+  mean_diag /= double(n);
+  for (int64_t i = 0; i < n; ++i) h[size_t(i * n + i)] += damp * mean_diag;
+  // H = L Lᵀ, then H⁻¹ from the factor, then H⁻¹ = Uᵀ U.
+  if (int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', lapack_int(n), h.data(), lapack_int(n)); info != 0)
+    fail("GPTQ: the damped Hessian is not positive definite (dpotrf info {}); raise --damp", info);
+  if (int info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', lapack_int(n), h.data(), lapack_int(n)); info != 0)
+    fail("GPTQ: inverting the Hessian failed (dpotri info {})", info);
+  for (int64_t i = 0; i < n; ++i)  // symmetrize: the upper triangle from the lower one
+    for (int64_t j = i + 1; j < n; ++j) h[size_t(i * n + j)] = h[size_t(j * n + i)];
+  if (int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', lapack_int(n), h.data(), lapack_int(n)); info != 0)
+    fail("GPTQ: the inverse Hessian is not positive definite (dpotrf info {}); raise --damp", info);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < i; ++j) h[size_t(i * n + j)] = 0;
+  return h;
+}
+
+}  // namespace
+
+GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const std::vector<double>& hessian,
+                         const std::string& format, const QuantSpec& spec, const GptqOptions& opt) {
+  if (format != "affine" && format != "symmetric")
+    fail("GPTQ quantizes to the uniform formats (affine, symmetric), not '{}'", format);
+  if (int64_t(hessian.size()) != cols * cols) fail("GPTQ: Hessian has {} values, expected {}²", hessian.size(), cols);
+  const GroupLayout groups(cols, spec.group);
+  const int64_t n_grids = groups.per_tensor ? 1 : rows * groups.per_row;
+
+  // Work in the processing order (a permutation of the columns under act-order).
+  std::vector<int64_t> perm(static_cast<size_t>(cols));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::vector<double> h = hessian;
+  if (opt.act_order)
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int64_t a, int64_t b) { return hessian[size_t(a * cols + a)] > hessian[size_t(b * cols + b)]; });
+  std::vector<double> w(size_t(rows * cols));  // w[r][k] = W[r][perm[k]]
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < cols; ++k) w[size_t(r * cols + k)] = w_in[r * cols + perm[size_t(k)]];
+  if (opt.act_order)
+    for (int64_t a = 0; a < cols; ++a)
+      for (int64_t b = 0; b < cols; ++b) h[size_t(a * cols + b)] = hessian[size_t(perm[size_t(a)] * cols + perm[size_t(b)])];
+  // Inputs that never fired carry no information: fix their diagonal, zero their weights.
+  for (int64_t k = 0; k < cols; ++k)
+    if (h[size_t(k * cols + k)] == 0) {
+      h[size_t(k * cols + k)] = 1;
+      for (int64_t r = 0; r < rows; ++r) w[size_t(r * cols + k)] = 0;
+    }
+  const std::vector<double> u = inverse_cholesky_upper(std::move(h), cols, opt.damp);
+
+  std::vector<UniformGrid> grids(static_cast<size_t>(n_grids));
+  auto fit_group = [&](int64_t r, int64_t g, bool from_input) {  // from the (updated) weights of group g of row r
+    double lo = INFINITY, hi = -INFINITY;
+    for (int64_t c = g * groups.size; c < std::min(cols, (g + 1) * groups.size); ++c) {
+      // Without act-order the processing index of a column is the column itself.
+      const double v = from_input ? double(w_in[r * cols + c]) : w[size_t(r * cols + c)];
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    grids[size_t(r * groups.per_row + g)] = UniformGrid::fit(format, spec.bits, lo, hi);
+  };
+  if (groups.per_tensor) {
+    double lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      lo = std::min(lo, double(w_in[i]));
+      hi = std::max(hi, double(w_in[i]));
+    }
+    grids[0] = UniformGrid::fit(format, spec.bits, lo, hi);
+  } else if (opt.act_order) {  // static groups: every grid from the unquantized weights
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t g = 0; g < groups.per_row; ++g) fit_group(r, g, true);
+  }
+
+  std::vector<uint8_t> codes(size_t(rows * cols));
+  std::vector<float> deq(size_t(rows * cols));
+  const int64_t bs = std::max(1, opt.block);
+  std::vector<double> err(size_t(rows * bs));
+  ThreadPool& pool = default_thread_pool();
+  for (int64_t i1 = 0; i1 < cols; i1 += bs) {
+    const int64_t i2 = std::min(cols, i1 + bs), count = i2 - i1;
+    // Rows are independent within a block: one chunk of rows per thread.
+    pool.parallel_for(size_t(rows), [&](size_t rb, size_t re, int) {
+      for (int64_t r = int64_t(rb); r < int64_t(re); ++r) {
+        double* wr = &w[size_t(r * cols)];
+        for (int64_t k = i1; k < i2; ++k) {
+          const int64_t col = perm[size_t(k)];
+          const int64_t g = groups.per_tensor ? 0 : groups.of(col);
+          const size_t gi = groups.per_tensor ? 0 : size_t(r * groups.per_row + g);
+          if (!groups.per_tensor && !opt.act_order && col == g * groups.size) fit_group(r, g, false);
+          const UniformGrid& grid = grids[gi];
+          const uint8_t c = grid.code(float(wr[k]));
+          const float q = grid.value(c);
+          codes[size_t(r * cols + col)] = c;
+          deq[size_t(r * cols + col)] = q;
+          const double e = (wr[k] - double(q)) / u[size_t(k * cols + k)];
+          err[size_t(r * bs + (k - i1))] = e;
+          const double* uk = &u[size_t(k * cols)];
+          for (int64_t j = k + 1; j < i2; ++j) wr[j] -= e * uk[j];
+        }
+      }
+    });
+    // Lazy update of the columns after the block: W[:, i2:] -= Err · U[i1:i2, i2:].
+    if (i2 < cols)
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(cols - i2), int(count), -1.0, err.data(),
+                  int(bs), &u[size_t(i1 * cols + i2)], int(cols), 1.0, &w[size_t(i2)], int(cols));
+  }
+  GptqResult out;
+  out.quantized = pack_uniform(format, spec, rows, cols, codes, grids);
+  out.dequantized = std::move(deq);
+  return out;
+}
+
+GptqResult rtn_uniform(const float* w, int64_t rows, int64_t cols, const std::string& format, const QuantSpec& spec) {
+  std::vector<double> identity(size_t(cols * cols), 0.0);
+  for (int64_t i = 0; i < cols; ++i) identity[size_t(i * cols + i)] = 1.0;
+  GptqOptions opt;
+  opt.damp = 0;
+  return gptq_quantize(w, rows, cols, identity, format, spec, opt);
+}
+
+double output_error(const float* w, const float* w_hat, int64_t rows, int64_t cols, const std::vector<double>& h) {
+  double total = 0;
+  std::vector<double> d(static_cast<size_t>(cols)), hd(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) d[size_t(c)] = double(w[r * cols + c]) - double(w_hat[r * cols + c]);
+    cblas_dsymv(CblasRowMajor, CblasUpper, int(cols), 1.0, h.data(), int(cols), d.data(), 1, 0.0, hd.data(), 1);
+    total += cblas_ddot(int(cols), d.data(), 1, hd.data(), 1);
+  }
+  return total;
+}
+
+}  // namespace lowbit

@@ -201,7 +201,7 @@ TEST(FormatsRegistry, SchemesMeanWhatTheyNameSays) {
   };
   const std::map<std::string, Want> expected = {
       {"int8", {"symmetric", 8, 0, false}}, {"int4", {"affine", 4, 128, false}},
-      {"int4-sym", {"symmetric", 4, 32, false}},
+      {"int4-sym", {"symmetric", 4, 32, false}},    {"int8-dyn", {"symmetric", 8, 0, false}},
       {"int3", {"affine", 3, 64, false}},   {"int2", {"affine", 2, 64, false}},
       {"nf4", {"nf4", 4, 64, true}},        {"fp4", {"fp4", 4, 64, true}},
       {"kmeans4", {"kmeans", 4, 0, false}}, {"binary", {"binary", 1, 0, false}},
@@ -224,7 +224,7 @@ TEST(FormatsRegistry, SchemesMeanWhatTheyNameSays) {
     EXPECT_LE(s.spec.bits, f.max_bits);
     EXPECT_EQ(&find_scheme(s.name), &s);
   }
-  expect_error([] { (void)find_scheme("q4_k"); }, "int8, int4", "unknown scheme lists the known ones");
+  expect_error([] { (void)find_scheme("q4_k"); }, "int8, int8-dyn, int4", "unknown scheme lists the known ones");
 }
 
 // ---- code books ---------------------------------------------------------------------------------
@@ -467,7 +467,7 @@ TEST(FormatsDegenerate, FiniteAndSensibleForEveryScheme) {
 
   // Relative RMSE allowed on random data (well above what each scheme achieves).
   const std::map<std::string, double> bound = {
-      {"int8", 0.02}, {"int4", 0.15}, {"int4-sym", 0.2}, {"int3", 0.3}, {"int2", 0.6},    {"nf4", 0.2},  {"fp4", 0.25},
+      {"int8", 0.02}, {"int8-dyn", 0.02}, {"int4", 0.15}, {"int4-sym", 0.2}, {"int3", 0.3}, {"int2", 0.6},    {"nf4", 0.2},  {"fp4", 0.25},
       {"kmeans4", 0.15}, {"binary", 0.8}, {"ternary", 0.8}, {"f16", 1e-3}, {"bf16", 5e-3}};
 
   for (const auto& s : scheme_registry()) {

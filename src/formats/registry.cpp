@@ -44,6 +44,8 @@ const FormatTraits& find_format(std::string_view name) {
 const std::vector<Scheme>& scheme_registry() {
   static const std::vector<Scheme> schemes = {
       {"int8", "symmetric", {.bits = 8, .group = 0}, "8-bit symmetric (absmax), one F16 scale per output channel"},
+      {"int8-dyn", "symmetric", {.bits = 8, .group = 0},
+       "int8 per channel, activations quantized to int8 per token at run time (int32 accumulation)"},
       {"int4", "affine", {.bits = 4, .group = 128}, "4-bit affine, F16 scale and min per group of 128 inputs"},
       {"int4-sym", "symmetric", {.bits = 4, .group = 32}, "4-bit symmetric (absmax), F16 scale per group of 32 inputs"},
       {"int3", "affine", {.bits = 3, .group = 64}, "3-bit affine, F16 scale and min per group of 64 inputs"},

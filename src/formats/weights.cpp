@@ -72,6 +72,7 @@ WeightStore::WeightStore(const std::filesystem::path& dir) : store_(dir) {
       if (t.spec.group < -1) fail("{}: group {} must be -1, 0 or positive", where, t.spec.group);
       t.spec.double_quant = j.value("double_quant", false);
       t.transposed = j.value("transposed", false);
+      t.scheme = j.value("scheme", "");
       t.spec.iterations = j.value("iterations", 20);
       t.shape = field<std::vector<int64_t>>(j, "shape", where);
       if (t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0 || t.shape[0] > (int64_t(1) << 31) ||
@@ -162,6 +163,46 @@ std::vector<float> WeightStore::load_f32(const std::string& name, const std::vec
     out.swap(back);
   }
   return out;
+}
+
+LinearWeights WeightStore::load_linear(const std::string& name, const std::vector<int64_t>& out_in,
+                                       bool stored_in_out) const {
+  const LogicalTensor& t = get(name);
+  const std::vector<int64_t> stored = stored_in_out ? std::vector<int64_t>{out_in[1], out_in[0]} : out_in;
+  if (t.scheme == "int8-dyn") {
+    if (t.shape != stored)
+      fail("{}: tensor '{}' has shape [{}], expected [{}]", dir().string(), name, fmt::join(t.shape, ", "),
+           fmt::join(stored, ", "));
+    QuantizedTensor q = load_quantized(name);
+    if (q.format != "symmetric" || q.spec.bits != 8 || q.spec.group != 0 || q.rows != out_in[0] || q.cols != out_in[1])
+      fail("{}: tensor '{}' is marked int8-dyn but is not 8-bit symmetric per row [{}, {}]", dir().string(), name,
+           out_in[0], out_in[1]);
+    std::vector<float> check(size_t(q.rows * q.cols));
+    try {
+      find_format(q.format).dequantize(q, check.data());  // validates every part
+    } catch (const Error& e) {
+      fail("{}: quantized tensor '{}' ({}): {}", dir().string(), name, q.format, e.what());
+    }
+    const QuantPart& codes = *q.find("q");
+    const QuantPart& scale = *q.find("scale");
+    std::vector<uint8_t> u(size_t(q.rows * q.cols));
+    const size_t row_bytes = packed_bytes(q.cols, 8);
+    for (int64_t r = 0; r < q.rows; ++r)
+      unpack_bits(codes.bytes.data() + size_t(r) * row_bytes, q.cols, 8, u.data() + size_t(r * q.cols));
+    std::vector<int8_t> w(u.size());
+    for (size_t i = 0; i < u.size(); ++i) w[i] = int8_t(int(u[i]) - 128);
+    std::vector<float> s(size_t(q.rows));
+    convert_to_f32(scale.dtype, scale.bytes.data(), s.data(), s.size());
+    return LinearWeights::from_q8(std::move(w), std::move(s), q.rows, q.cols);
+  }
+  std::vector<float> w = load_f32(name, stored);
+  if (stored_in_out) {
+    std::vector<float> tr(w.size());
+    for (int64_t a = 0; a < stored[0]; ++a)
+      for (int64_t b = 0; b < stored[1]; ++b) tr[size_t(b * stored[0] + a)] = w[size_t(a * stored[1] + b)];
+    w.swap(tr);
+  }
+  return LinearWeights::from_f32(std::move(w), out_in[0], out_in[1]);
 }
 
 }  // namespace lowbit

@@ -54,7 +54,7 @@ constexpr EncoderNames kDistilBertNames = {
     "pre_classifier", "classifier"};
 
 struct Linear {
-  std::vector<float> w;  // [out, in]
+  LinearWeights w;       // [out, in]: float, or int8 with dynamic activations (int8-dyn)
   std::vector<float> b;  // [out]
   int64_t out = 0, in = 0;
 };
@@ -64,7 +64,7 @@ struct Norm {
 };
 
 Linear load_linear(const WeightStore& s, const std::string& prefix, int64_t out, int64_t in) {
-  return {s.load_f32(prefix + ".weight", {out, in}), s.load_f32(prefix + ".bias", {out}), out, in};
+  return {s.load_linear(prefix + ".weight", {out, in}), s.load_f32(prefix + ".bias", {out}), out, in};
 }
 
 // LayerNorm parameters: "weight"/"bias", or "gamma"/"beta" in checkpoints saved by old transformers.
@@ -137,7 +137,7 @@ class EncoderClassifier final : public SequenceClassifier {
 
  private:
   struct Layer {
-    std::vector<float> wqkv;  // [3 hidden, hidden]: query rows, key rows, value rows
+    LinearWeights wqkv;       // [3 hidden, hidden]: query rows, key rows, value rows
     std::vector<float> bqkv;  // [3 hidden]
     Linear out;               // [hidden, hidden]
     Norm attn_norm;
@@ -179,7 +179,7 @@ EncoderClassifier::EncoderClassifier(EncoderConfig config, const WeightStore& s)
     Layer& L = layers_[size_t(l)];
     for (const char* part : {n.query, n.key, n.value}) {
       Linear q = load_linear(s, p + part, H, H);
-      L.wqkv.insert(L.wqkv.end(), q.w.begin(), q.w.end());
+      L.wqkv.append_rows(q.w);
       L.bqkv.insert(L.bqkv.end(), q.b.begin(), q.b.end());
     }
     L.out = load_linear(s, p + n.attention_out, H, H);
@@ -193,18 +193,18 @@ EncoderClassifier::EncoderClassifier(EncoderConfig config, const WeightStore& s)
 }
 
 uint64_t EncoderClassifier::weight_bytes() const {
-  auto lin = [](const Linear& l) { return l.w.size() + l.b.size(); };
-  auto norm = [](const Norm& n) { return n.gamma.size() + n.beta.size(); };
-  uint64_t n = word_.size() + position_.size() + token_type_.size() + norm(embed_norm_) + lin(head_dense_) +
-               lin(classifier_);
+  auto lin = [](const Linear& l) { return l.w.bytes() + l.b.size() * sizeof(float); };
+  auto norm = [](const Norm& n) { return (n.gamma.size() + n.beta.size()) * sizeof(float); };
+  uint64_t n = (word_.size() + position_.size() + token_type_.size()) * sizeof(float) + norm(embed_norm_) +
+               lin(head_dense_) + lin(classifier_);
   for (const auto& L : layers_)
-    n += L.wqkv.size() + L.bqkv.size() + lin(L.out) + norm(L.attn_norm) + lin(L.ffn_in) + lin(L.ffn_out) +
-         norm(L.ffn_norm);
-  return n * sizeof(float);
+    n += L.wqkv.bytes() + L.bqkv.size() * sizeof(float) + lin(L.out) + norm(L.attn_norm) + lin(L.ffn_in) +
+         lin(L.ffn_out) + norm(L.ffn_norm);
+  return n;
 }
 
 void EncoderClassifier::linear(const float* x, const Linear& l, float* y, size_t rows) const {
-  gemm_f32_nt(x, l.w.data(), y, rows, size_t(l.out), size_t(l.in));
+  linear_forward(l.w, x, rows, y);
   default_thread_pool().parallel_for(rows, [&](size_t b, size_t e, int) {
     for (size_t i = b; i < e; ++i)
       for (int64_t j = 0; j < l.out; ++j) y[i * size_t(l.out) + size_t(j)] += l.b[size_t(j)];
@@ -311,7 +311,7 @@ void EncoderClassifier::forward(const EncoderBatch& batch, float* logits) const 
     const Layer& L = layers_[size_t(l)];
     const bool last = l + 1 == cfg_.num_layers;
     // Q, K, V of every token.
-    gemm_f32_nt(x.data(), L.wqkv.data(), qkv.data(), T, size_t(3 * H), size_t(H));
+    linear_forward(L.wqkv, x.data(), T, qkv.data());
     pool.parallel_for(T, [&](size_t rb, size_t re, int) {
       for (size_t r = rb; r < re; ++r)
         for (int j = 0; j < 3 * H; ++j) qkv[r * size_t(3 * H) + size_t(j)] += L.bqkv[size_t(j)];

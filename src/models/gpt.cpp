@@ -12,14 +12,6 @@ namespace lowbit {
 
 namespace {
 
-// [rows][cols] -> [cols][rows]
-std::vector<float> transpose(const std::vector<float>& w, int64_t rows, int64_t cols) {
-  std::vector<float> t(w.size());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) t[size_t(c * rows + r)] = w[size_t(r * cols + c)];
-  return t;
-}
-
 void append(std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); }
 
 void add_bias(float* y, const float* b, int n, int dim) {
@@ -53,13 +45,14 @@ GptModel::GptModel(ModelConfig config, const WeightStore& w) : cfg_(std::move(co
       Layer& L = layers_[size_t(l)];
       L.ln_attn = {w.load_f32(q + "ln_1.weight", {h}), w.load_f32(q + "ln_1.bias", {h})};
       L.ln_mlp = {w.load_f32(q + "ln_2.weight", {h}), w.load_f32(q + "ln_2.bias", {h})};
-      L.wqkv = transpose(w.load_f32(q + "attn.c_attn.weight", {h, 3 * h}), h, 3 * h);  // Conv1D [in, out]
+      // Conv1D weights are stored [in, out]; load_linear gives them [out, in].
+      L.wqkv = w.load_linear(q + "attn.c_attn.weight", {3 * h, h}, /*stored_in_out=*/true);
       L.bqkv = w.load_f32(q + "attn.c_attn.bias", {3 * h});
-      L.wo = transpose(w.load_f32(q + "attn.c_proj.weight", {h, h}), h, h);
+      L.wo = w.load_linear(q + "attn.c_proj.weight", {h, h}, true);
       L.bo = w.load_f32(q + "attn.c_proj.bias", {h});
-      L.w1 = transpose(w.load_f32(q + "mlp.c_fc.weight", {h, inner}), h, inner);
+      L.w1 = w.load_linear(q + "mlp.c_fc.weight", {inner, h}, true);
       L.b1 = w.load_f32(q + "mlp.c_fc.bias", {inner});
-      L.w2 = transpose(w.load_f32(q + "mlp.c_proj.weight", {inner, h}), inner, h);
+      L.w2 = w.load_linear(q + "mlp.c_proj.weight", {h, inner}, true);
       L.b2 = w.load_f32(q + "mlp.c_proj.bias", {h});
     }
   } else {  // OPT
@@ -79,14 +72,14 @@ GptModel::GptModel(ModelConfig config, const WeightStore& w) : cfg_(std::move(co
       L.ln_attn = {w.load_f32(q + "self_attn_layer_norm.weight", {h}), w.load_f32(q + "self_attn_layer_norm.bias", {h})};
       L.ln_mlp = {w.load_f32(q + "final_layer_norm.weight", {h}), w.load_f32(q + "final_layer_norm.bias", {h})};
       for (const char* m : {"q_proj", "k_proj", "v_proj"}) {
-        append(L.wqkv, w.load_f32(q + "self_attn." + m + ".weight", {h, h}));
+        L.wqkv.append_rows(w.load_linear(q + "self_attn." + m + ".weight", {h, h}));
         append(L.bqkv, w.load_f32(q + "self_attn." + m + ".bias", {h}));
       }
-      L.wo = w.load_f32(q + "self_attn.out_proj.weight", {h, h});
+      L.wo = w.load_linear(q + "self_attn.out_proj.weight", {h, h});
       L.bo = w.load_f32(q + "self_attn.out_proj.bias", {h});
-      L.w1 = w.load_f32(q + "fc1.weight", {inner, h});
+      L.w1 = w.load_linear(q + "fc1.weight", {inner, h});
       L.b1 = w.load_f32(q + "fc1.bias", {inner});
-      L.w2 = w.load_f32(q + "fc2.weight", {h, inner});
+      L.w2 = w.load_linear(q + "fc2.weight", {h, inner});
       L.b2 = w.load_f32(q + "fc2.bias", {h});
     }
   }
@@ -100,10 +93,10 @@ GptModel::GptModel(ModelConfig config, const WeightStore& w) : cfg_(std::move(co
 uint64_t GptModel::weight_bytes() const {
   uint64_t n = embed_.size() + positions_.size() + project_in_.size() + project_out_.size() + lm_head_.size() +
                final_norm_.weight.size() * 2;
-  for (const auto& L : layers_)
-    n += 4 * L.ln_attn.weight.size() + L.wqkv.size() + L.bqkv.size() + L.wo.size() + L.bo.size() + L.w1.size() +
-         L.b1.size() + L.w2.size() + L.b2.size();
-  return n * sizeof(float);
+  for (const auto& L : layers_) n += 4 * L.ln_attn.weight.size() + L.bqkv.size() + L.bo.size() + L.b1.size() + L.b2.size();
+  n *= sizeof(float);
+  for (const auto& L : layers_) n += L.wqkv.bytes() + L.wo.bytes() + L.w1.bytes() + L.w2.bytes();
+  return n;
 }
 
 std::unique_ptr<Session> GptModel::new_session(int max_tokens) const {
@@ -166,7 +159,7 @@ void GptModel::forward(Session& session, std::span<const int32_t> tokens, float*
       layer_norm(L.ln_attn, x.data(), xn.data(), n);
       in = xn.data();
     }
-    gemm_f32_nt(in, L.wqkv.data(), qkv.data(), size_t(n), size_t(3 * h), size_t(h));
+    linear_forward(L.wqkv, in, size_t(n), qkv.data());
     add_bias(qkv.data(), L.bqkv.data(), n, 3 * h);
     for (int i = 0; i < n; ++i) {
       std::copy_n(&qkv[size_t(i) * size_t(3 * h) + size_t(h)], h, s.k_at(l, pos0 + i));
@@ -174,7 +167,7 @@ void GptModel::forward(Session& session, std::span<const int32_t> tokens, float*
     }
     causal_attention(qkv.data(), size_t(3 * h), s, l, n, pos0, {cfg_.num_heads, cfg_.num_heads, cfg_.head_dim, 0},
                      att.data(), size_t(h));
-    gemm_f32_nt(att.data(), L.wo.data(), x.data(), size_t(n), size_t(h), size_t(h), /*accumulate=*/true);
+    linear_forward(L.wo, att.data(), size_t(n), x.data(), /*accumulate=*/true);
     add_bias(x.data(), L.bo.data(), n, h);
     if (!pre) {
       layer_norm(L.ln_attn, x.data(), tmp.data(), n);
@@ -186,7 +179,7 @@ void GptModel::forward(Session& session, std::span<const int32_t> tokens, float*
       layer_norm(L.ln_mlp, x.data(), xn.data(), n);
       in = xn.data();
     }
-    gemm_f32_nt(in, L.w1.data(), mid.data(), size_t(n), size_t(inner), size_t(h));
+    linear_forward(L.w1, in, size_t(n), mid.data());
     default_thread_pool().parallel_for(size_t(n), [&](size_t b, size_t end, int) {
       for (size_t i = b; i < end; ++i)
         for (int d = 0; d < inner; ++d) {
@@ -194,7 +187,7 @@ void GptModel::forward(Session& session, std::span<const int32_t> tokens, float*
           v = activate(v + L.b1[size_t(d)], cfg_.activation);
         }
     });
-    gemm_f32_nt(mid.data(), L.w2.data(), x.data(), size_t(n), size_t(h), size_t(inner), /*accumulate=*/true);
+    linear_forward(L.w2, mid.data(), size_t(n), x.data(), /*accumulate=*/true);
     add_bias(x.data(), L.b2.data(), n, h);
     if (!pre) {
       layer_norm(L.ln_mlp, x.data(), tmp.data(), n);

@@ -80,18 +80,18 @@ LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store) : cfg_(std:
     Layer& L = layers_[size_t(l)];
     L.attn_norm = store.load_f32(p + "input_layernorm.weight", {hidden});
     L.ffn_norm = store.load_f32(p + "post_attention_layernorm.weight", {hidden});
-    L.wqkv = store.load_f32(p + "self_attn.q_proj.weight", {nh * hd, hidden});
-    append(L.wqkv, store.load_f32(p + "self_attn.k_proj.weight", {nkv * hd, hidden}));
-    append(L.wqkv, store.load_f32(p + "self_attn.v_proj.weight", {nkv * hd, hidden}));
+    L.wqkv = store.load_linear(p + "self_attn.q_proj.weight", {nh * hd, hidden});
+    L.wqkv.append_rows(store.load_linear(p + "self_attn.k_proj.weight", {nkv * hd, hidden}));
+    L.wqkv.append_rows(store.load_linear(p + "self_attn.v_proj.weight", {nkv * hd, hidden}));
     if (cfg_.attention_bias) {
       L.bqkv = store.load_f32(p + "self_attn.q_proj.bias", {nh * hd});
       append(L.bqkv, store.load_f32(p + "self_attn.k_proj.bias", {nkv * hd}));
       append(L.bqkv, store.load_f32(p + "self_attn.v_proj.bias", {nkv * hd}));
     }
-    L.wo = store.load_f32(p + "self_attn.o_proj.weight", {hidden, nh * hd});
-    L.w_gate_up = store.load_f32(p + "mlp.gate_proj.weight", {inter, hidden});
-    append(L.w_gate_up, store.load_f32(p + "mlp.up_proj.weight", {inter, hidden}));
-    L.w_down = store.load_f32(p + "mlp.down_proj.weight", {hidden, inter});
+    L.wo = store.load_linear(p + "self_attn.o_proj.weight", {hidden, nh * hd});
+    L.w_gate_up = store.load_linear(p + "mlp.gate_proj.weight", {inter, hidden});
+    L.w_gate_up.append_rows(store.load_linear(p + "mlp.up_proj.weight", {inter, hidden}));
+    L.w_down = store.load_linear(p + "mlp.down_proj.weight", {hidden, inter});
     if (cfg_.mlp_bias) fail("{}: mlp_bias = true is not supported yet", cfg_.path.string());
   }
 }
@@ -99,9 +99,10 @@ LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store) : cfg_(std:
 uint64_t LlamaModel::weight_bytes() const {
   uint64_t n = embed_.size() + lm_head_.size() + final_norm_.size();
   for (const auto& L : layers_)
-    n += L.attn_norm.size() + L.ffn_norm.size() + L.wqkv.size() + L.bqkv.size() + L.wo.size() + L.w_gate_up.size() +
-         L.w_down.size();
-  return n * sizeof(float);
+    n += L.attn_norm.size() + L.ffn_norm.size() + L.bqkv.size();
+  n *= sizeof(float);
+  for (const auto& L : layers_) n += L.wqkv.bytes() + L.wo.bytes() + L.w_gate_up.bytes() + L.w_down.bytes();
+  return n;
 }
 
 std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
@@ -151,7 +152,7 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
 
   norm_rows(L.attn_norm);
   if (obs) (*obs)({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"}, w.xn.data(), n, hidden);
-  gemm_f32_nt(w.xn.data(), L.wqkv.data(), w.qkv.data(), size_t(n), size_t(qkv_dim), size_t(hidden));
+  linear_forward(L.wqkv, w.xn.data(), size_t(n), w.qkv.data());
   pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
     for (size_t i = b; i < e; ++i) {
       float* row = &w.qkv[i * size_t(qkv_dim)];
@@ -167,11 +168,11 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
   causal_attention(w.qkv.data(), size_t(qkv_dim), s, cache_layer, n, pos0,
                    {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim, cfg_.sliding_window}, w.att.data(), size_t(nh * hd));
   if (obs) (*obs)({p + "self_attn.o_proj.weight"}, w.att.data(), n, nh * hd);
-  gemm_f32_nt(w.att.data(), L.wo.data(), x, size_t(n), size_t(hidden), size_t(nh * hd), /*accumulate=*/true);
+  linear_forward(L.wo, w.att.data(), size_t(n), x, /*accumulate=*/true);
 
   norm_rows(L.ffn_norm);
   if (obs) (*obs)({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, w.xn.data(), n, hidden);
-  gemm_f32_nt(w.xn.data(), L.w_gate_up.data(), w.gu.data(), size_t(n), size_t(2 * inter), size_t(hidden));
+  linear_forward(L.w_gate_up, w.xn.data(), size_t(n), w.gu.data());
   pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
     for (size_t i = b; i < e; ++i) {
       const float* g = &w.gu[i * size_t(2 * inter)];
@@ -181,7 +182,7 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
     }
   });
   if (obs) (*obs)({p + "mlp.down_proj.weight"}, w.act.data(), n, inter);
-  gemm_f32_nt(w.act.data(), L.w_down.data(), x, size_t(n), size_t(hidden), size_t(inter), /*accumulate=*/true);
+  linear_forward(L.w_down, w.act.data(), size_t(n), x, /*accumulate=*/true);
 }
 
 void LlamaModel::embed(std::span<const int32_t> tokens, float* x) const {
@@ -208,14 +209,15 @@ LlamaModel::Slot LlamaModel::slot(const std::string& name) const {
   if (std::sscanf(name.c_str(), "model.layers.%d.%31s", &l, proj) != 2 || l < 0 || l >= cfg_.num_layers)
     fail("'{}' is not a linear weight of a layer", name);
   auto& L = const_cast<Layer&>(layers_[size_t(l)]);
+  if (L.wqkv.is_int8()) fail("'{}': layer-by-layer access needs a float model, this one runs int8 weights", name);
   const std::pair<const char*, Slot> slots[] = {
-      {"self_attn.q_proj.weight", {&L.wqkv, 0, nh * hd, hidden}},
-      {"self_attn.k_proj.weight", {&L.wqkv, nh * hd, nkv * hd, hidden}},
-      {"self_attn.v_proj.weight", {&L.wqkv, (nh + nkv) * hd, nkv * hd, hidden}},
-      {"self_attn.o_proj.weight", {&L.wo, 0, hidden, nh * hd}},
-      {"mlp.gate_proj.weight", {&L.w_gate_up, 0, inter, hidden}},
-      {"mlp.up_proj.weight", {&L.w_gate_up, inter, inter, hidden}},
-      {"mlp.down_proj.weight", {&L.w_down, 0, hidden, inter}},
+      {"self_attn.q_proj.weight", {&L.wqkv.f32, 0, nh * hd, hidden}},
+      {"self_attn.k_proj.weight", {&L.wqkv.f32, nh * hd, nkv * hd, hidden}},
+      {"self_attn.v_proj.weight", {&L.wqkv.f32, (nh + nkv) * hd, nkv * hd, hidden}},
+      {"self_attn.o_proj.weight", {&L.wo.f32, 0, hidden, nh * hd}},
+      {"mlp.gate_proj.weight", {&L.w_gate_up.f32, 0, inter, hidden}},
+      {"mlp.up_proj.weight", {&L.w_gate_up.f32, inter, inter, hidden}},
+      {"mlp.down_proj.weight", {&L.w_down.f32, 0, hidden, inter}},
   };
   for (const auto& [suffix, s] : slots)
     if (std::string(proj) == suffix) return s;

@@ -15,6 +15,7 @@
 
 #include "lowbit/formats/format.h"
 #include "lowbit/io/safetensors.h"
+#include "lowbit/kernels/linear.h"
 
 namespace lowbit {
 
@@ -31,6 +32,7 @@ struct LogicalTensor {
   DType dtype = DType::F32;   // the stored dtype of a float tensor; the original dtype of a quantized one
   uint64_t bytes = 0;         // stored bytes, all parts included
   std::string format;         // empty for a float tensor
+  std::string scheme;         // the scheme it was quantized with ("int8-dyn" runs on int8 kernels)
   QuantSpec spec;             // when quantized
   bool transposed = false;    // stored [in, out] (GPT-2 Conv1D): quantized as [out, in], groups along inputs
   std::optional<QuantError> error;
@@ -53,6 +55,11 @@ class WeightStore {
   std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& shape = {}) const;
   // The stored parts of a quantized tensor.
   QuantizedTensor load_quantized(const std::string& name) const;
+
+  // A linear layer's weight as [out][in] for the kernels: int8 codes and row scales when it was
+  // quantized with "int8-dyn", float32 otherwise (dequantized if quantized). stored_in_out: the
+  // checkpoint stores it [in][out] (GPT-2's Conv1D); `out_in` is the expected [out, in].
+  LinearWeights load_linear(const std::string& name, const std::vector<int64_t>& out_in, bool stored_in_out = false) const;
 
  private:
   TensorStore store_;

@@ -29,10 +29,11 @@ class GptModel : public CausalLM {
   };
   struct Layer {
     Norm ln_attn, ln_mlp;
-    std::vector<float> wqkv, bqkv;  // [3 hidden, hidden], [3 hidden]: q, k, v rows stacked
-    std::vector<float> wo, bo;      // [hidden, hidden], [hidden]
-    std::vector<float> w1, b1;      // [inner, hidden], [inner]
-    std::vector<float> w2, b2;      // [hidden, inner], [hidden]
+    LinearWeights wqkv;  // [3 hidden, hidden]: q, k, v rows stacked
+    LinearWeights wo;    // [hidden, hidden]
+    LinearWeights w1;    // [inner, hidden]
+    LinearWeights w2;    // [hidden, inner]
+    std::vector<float> bqkv, bo, b1, b2;
   };
   void layer_norm(const Norm& norm, const float* x, float* out, int n) const;
 

@@ -31,11 +31,11 @@ class LlamaModel : public CausalLM {
  private:
   struct Layer {
     std::vector<float> attn_norm, ffn_norm;  // [hidden]
-    std::vector<float> wqkv;                 // [(heads + 2 kv_heads) * head_dim, hidden]: q, k, v rows stacked
+    LinearWeights wqkv;                      // [(heads + 2 kv_heads) * head_dim, hidden]: q, k, v rows stacked
     std::vector<float> bqkv;                 // [(heads + 2 kv_heads) * head_dim] or empty
-    std::vector<float> wo;                   // [hidden, heads * head_dim]
-    std::vector<float> w_gate_up;            // [2 * intermediate, hidden]: gate rows then up rows
-    std::vector<float> w_down;               // [hidden, intermediate]
+    LinearWeights wo;                        // [hidden, heads * head_dim]
+    LinearWeights w_gate_up;                 // [2 * intermediate, hidden]: gate rows then up rows
+    LinearWeights w_down;                    // [hidden, intermediate]
   };
 
   // Where a linear weight lives: matrix, first row, rows, columns (fused matrices hold several).

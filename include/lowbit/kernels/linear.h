@@ -1,0 +1,48 @@
+#pragma once
+// The weights of a linear layer as a model holds them, and y = x Wᵀ over them:
+//   float:  W [rows = out][cols = in] float32, through BLAS;
+//   int8 with dynamic activations ("int8-dyn", the seeds' dynamic quantization): W as int8 codes
+//           with one float scale per output row; each input row is quantized to int8 at run time
+//           (scale = absmax / 127), products accumulate in int32, and the result is rescaled:
+//             y[i][r] = sx_i · sw_r · Σ_k xq[i][k] · wq[r][k]
+// The int8 product has a scalar reference (gemm_q8_dyn_ref) and an AVX-512 VNNI version, picked
+// once at start-up from the CPU's features; both give bit-identical results.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace lowbit {
+
+struct LinearWeights {
+  int64_t rows = 0, cols = 0;     // out, in
+  std::vector<float> f32;         // [rows][cols] (float)
+  std::vector<int8_t> q8;         // [rows][cols] (int8-dyn)
+  std::vector<float> q8_scale;    // [rows]
+  std::vector<int32_t> q8_rowsum;  // Σ_k q8[r][k], for the unsigned-activation form of VNNI
+
+  bool is_int8() const { return !q8.empty(); }
+  uint64_t bytes() const;
+  // Stacks `other`'s rows under these (fused projections); both of one kind and width.
+  void append_rows(const LinearWeights& other);
+  static LinearWeights from_f32(std::vector<float> w, int64_t rows, int64_t cols);
+  static LinearWeights from_q8(std::vector<int8_t> q, std::vector<float> scale, int64_t rows, int64_t cols);
+};
+
+// y[m][rows] = x[m][cols] · Wᵀ (+ y when accumulate).
+void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate = false);
+
+// The int8-dyn product's pieces, exposed for the conformance test and benchmarks.
+// Quantizes one row: xq[k] + 128 as unsigned bytes (xq in [-127, 127]); returns the row's scale.
+float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8);
+// acc[i][r] = Σ_k u8[i][k] · q8[r][k] for rows [r0, r1) of W (int32, row-major [m][rows]).
+using GemmQ8Fn = void (*)(const uint8_t* u8, size_t m, const int8_t* q8, size_t rows, size_t k, size_t r0, size_t r1,
+                          int32_t* acc);
+void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const int8_t* q8, size_t rows, size_t k, size_t r0, size_t r1,
+                     int32_t* acc);
+void gemm_q8_dyn_avx512vnni(const uint8_t* u8, size_t m, const int8_t* q8, size_t rows, size_t k, size_t r0,
+                            size_t r1, int32_t* acc);
+// The variant linear_forward uses on this CPU, and its name ("avx512vnni" or "ref").
+GemmQ8Fn gemm_q8_dyn_best();
+const char* gemm_q8_dyn_best_name();
+
+}  // namespace lowbit

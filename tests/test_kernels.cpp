@@ -1,0 +1,121 @@
+// Conformance of the int8-dyn kernels: every variant against the scalar reference on shapes chosen
+// to break them (integer results bit for bit), and linear_forward against float math.
+#include <random>
+
+#include "lowbit/core/error.h"
+#include "lowbit/kernels/linear.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+struct Variant {
+  const char* name;
+  GemmQ8Fn fn;
+  bool available;
+};
+
+std::vector<Variant> variants() {
+  __builtin_cpu_init();
+  return {{"ref", &gemm_q8_dyn_ref, true},
+          {"avx512vnni", &gemm_q8_dyn_avx512vnni,
+           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")}};
+}
+
+TEST(KernelsQ8Dyn, EveryVariantMatchesReferenceBitForBit) {
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int> u8(0, 255), s8(-128, 127);
+  int checked = 0;
+  for (size_t m : {1, 3, 33})
+    for (size_t rows : {1, 3, 4, 5, 33})
+      for (size_t k : {1, 7, 63, 64, 65, 172, 300}) {
+        std::vector<uint8_t> a(m * k);
+        std::vector<int8_t> w(rows * k);
+        for (auto& v : a) v = uint8_t(u8(rng));
+        for (auto& v : w) v = int8_t(s8(rng));
+        // Extremes too: all-255 activations against all -128 / 127 weights in the first row.
+        if (k >= 7) {
+          std::fill(a.begin(), a.begin() + std::ptrdiff_t(k), uint8_t(255));
+          std::fill(w.begin(), w.begin() + std::ptrdiff_t(k), int8_t(-128));
+        }
+        std::vector<int32_t> want(m * rows, INT32_MIN);
+        gemm_q8_dyn_ref(a.data(), m, w.data(), rows, k, 0, rows, want.data());
+        for (const Variant& v : variants()) {
+          if (!v.available) continue;
+          std::vector<int32_t> got(m * rows, INT32_MIN);  // an unwritten element fails
+          // Two calls over a split of the rows, as linear_forward's threads do.
+          const size_t split = rows / 2;
+          v.fn(a.data(), m, w.data(), rows, k, 0, split, got.data());
+          v.fn(a.data(), m, w.data(), rows, k, split, rows, got.data());
+          for (size_t i = 0; i < got.size(); ++i)
+            ASSERT_EQ(got[i], want[i]) << v.name << " m=" << m << " rows=" << rows << " k=" << k << " at (" << i / rows
+                                       << ", " << i % rows << ")";
+          ++checked;
+        }
+      }
+  EXPECT_GE(checked, 105);
+  std::printf("[ kernels  ] int8-dyn variant in use: %s\n", gemm_q8_dyn_best_name());
+}
+
+TEST(KernelsQ8Dyn, LinearForwardMatchesFloatWithinActivationRounding) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (auto [m, rows, k] : {std::tuple<size_t, size_t, size_t>{1, 5, 172}, {33, 17, 64}, {3, 64, 300}}) {
+    std::vector<float> x(m * k), wf(rows * k);
+    for (auto& v : x) v = d(rng);
+    for (auto& v : wf) v = 0.05f * d(rng);
+    // int8 weights per row (absmax), and the float weights they stand for.
+    std::vector<int8_t> q(rows * k);
+    std::vector<float> scale(rows), deq(rows * k);
+    for (size_t r = 0; r < rows; ++r) {
+      float mx = 0;
+      for (size_t c = 0; c < k; ++c) mx = std::max(mx, std::fabs(wf[r * k + c]));
+      scale[r] = mx / 127;
+      for (size_t c = 0; c < k; ++c) {
+        q[r * k + c] = int8_t(std::lround(wf[r * k + c] / scale[r]));
+        deq[r * k + c] = float(q[r * k + c]) * scale[r];
+      }
+    }
+    LinearWeights w8 = LinearWeights::from_q8(q, scale, int64_t(rows), int64_t(k));
+    LinearWeights wf32 = LinearWeights::from_f32(deq, int64_t(rows), int64_t(k));
+    std::vector<float> y8(m * rows, NAN), yf(m * rows, NAN);
+    linear_forward(w8, x.data(), m, y8.data());
+    linear_forward(wf32, x.data(), m, yf.data());
+    for (size_t i = 0; i < m; ++i) {
+      // Activation rounding: |Δx| <= absmax/254 per element, so |Δy_r| <= absmax/254 · Σ|w_r|.
+      float absmax = 0;
+      for (size_t c = 0; c < k; ++c) absmax = std::max(absmax, std::fabs(x[i * k + c]));
+      for (size_t r = 0; r < rows; ++r) {
+        double l1 = 0;
+        for (size_t c = 0; c < k; ++c) l1 += std::fabs(deq[r * k + c]);
+        EXPECT_NEAR(y8[i * rows + r], yf[i * rows + r], absmax / 254.0 * l1 * 1.01 + 1e-5)
+            << "m=" << m << " rows=" << rows << " k=" << k << " (" << i << ", " << r << ")";
+      }
+    }
+    // Accumulate mode adds.
+    std::vector<float> acc(m * rows, 1.0f);
+    linear_forward(w8, x.data(), m, acc.data(), true);
+    for (size_t i = 0; i < acc.size(); ++i) EXPECT_FLOAT_EQ(acc[i], y8[i] + 1.0f);
+  }
+}
+
+TEST(KernelsQ8Dyn, ZeroRowsAndFusion) {
+  std::vector<float> x(8, 0.0f);
+  LinearWeights a = LinearWeights::from_q8(std::vector<int8_t>(16, 3), std::vector<float>(2, 0.5f), 2, 8);
+  LinearWeights b = LinearWeights::from_q8(std::vector<int8_t>(8, -1), std::vector<float>(1, 2.0f), 1, 8);
+  a.append_rows(b);
+  EXPECT_EQ(a.rows, 3);
+  EXPECT_EQ(a.q8_rowsum, (std::vector<int32_t>{24, 24, -8}));
+  std::vector<float> y(3, NAN);
+  linear_forward(a, x.data(), 1, y.data());  // all-zero activations: scale 0, exact zeros
+  EXPECT_EQ(y, (std::vector<float>{0, 0, 0}));
+  for (auto& v : x) v = 1.0f;
+  linear_forward(a, x.data(), 1, y.data());
+  EXPECT_FLOAT_EQ(y[0], 8 * 3 * 0.5f);
+  EXPECT_FLOAT_EQ(y[2], -8 * 2.0f);
+  LinearWeights f = LinearWeights::from_f32(std::vector<float>(8, 1.0f), 1, 8);
+  EXPECT_THROW(a.append_rows(f), Error);
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -26,34 +26,35 @@ TEST(KernelsQ8Dyn, EveryVariantMatchesReferenceBitForBit) {
   std::mt19937 rng(42);
   std::uniform_int_distribution<int> u8(0, 255), s8(-128, 127);
   int checked = 0;
-  for (size_t m : {1, 3, 33})
-    for (size_t rows : {1, 3, 4, 5, 33})
+  for (size_t m : {1, 3, 4, 5, 33})
+    for (size_t rows : {1, 3, 16, 17, 33, 48, 64})
       for (size_t k : {1, 7, 63, 64, 65, 172, 300}) {
-        std::vector<uint8_t> a(m * k);
-        std::vector<int8_t> w(rows * k);
-        for (auto& v : a) v = uint8_t(u8(rng));
-        for (auto& v : w) v = int8_t(s8(rng));
-        // Extremes too: all-255 activations against all -128 / 127 weights in the first row.
-        if (k >= 7) {
-          std::fill(a.begin(), a.begin() + std::ptrdiff_t(k), uint8_t(255));
-          std::fill(w.begin(), w.begin() + std::ptrdiff_t(k), int8_t(-128));
-        }
-        std::vector<int32_t> want(m * rows, INT32_MIN);
-        gemm_q8_dyn_ref(a.data(), m, w.data(), rows, k, 0, rows, want.data());
+        std::vector<int8_t> q(rows * k);
+        for (auto& v : q) v = int8_t(s8(rng));
+        // Extremes too: the first row all -128 against all-255 activations.
+        if (k >= 7) std::fill(q.begin(), q.begin() + std::ptrdiff_t(k), int8_t(-128));
+        const LinearWeights w = LinearWeights::from_q8(q, std::vector<float>(rows, 1.0f), int64_t(rows), int64_t(k));
+        const size_t lda = size_t(w.cols_padded()), ldc = size_t(w.rows_padded());
+        std::vector<uint8_t> a(m * lda);
+        for (auto& v : a) v = uint8_t(u8(rng));  // the padding bytes too: they must not matter
+        if (k >= 7) std::fill(a.begin(), a.begin() + std::ptrdiff_t(k), uint8_t(255));
+        std::vector<int32_t> want(m * ldc, INT32_MIN);
+        gemm_q8_dyn_ref(a.data(), m, w, 0, rows, want.data());
         for (const Variant& v : variants()) {
           if (!v.available) continue;
-          std::vector<int32_t> got(m * rows, INT32_MIN);  // an unwritten element fails
-          // Two calls over a split of the rows, as linear_forward's threads do.
-          const size_t split = rows / 2;
-          v.fn(a.data(), m, w.data(), rows, k, 0, split, got.data());
-          v.fn(a.data(), m, w.data(), rows, k, split, rows, got.data());
-          for (size_t i = 0; i < got.size(); ++i)
-            ASSERT_EQ(got[i], want[i]) << v.name << " m=" << m << " rows=" << rows << " k=" << k << " at (" << i / rows
-                                       << ", " << i % rows << ")";
+          std::vector<int32_t> got(m * ldc, INT32_MIN);  // an unwritten element fails
+          // Two calls over a split of the rows at a multiple of 16, as linear_forward's threads do.
+          const size_t split = std::min(rows, size_t(16) * ((rows / 16) / 2 + (rows > 32 ? 1 : 0)));
+          v.fn(a.data(), m, w, 0, split, got.data());
+          v.fn(a.data(), m, w, split, rows, got.data());
+          for (size_t i = 0; i < m; ++i)
+            for (size_t r = 0; r < rows; ++r)
+              ASSERT_EQ(got[i * ldc + r], want[i * ldc + r])
+                  << v.name << " m=" << m << " rows=" << rows << " k=" << k << " at (" << i << ", " << r << ")";
           ++checked;
         }
       }
-  EXPECT_GE(checked, 105);
+  EXPECT_GE(checked, 245);
   std::printf("[ kernels  ] int8-dyn variant in use: %s\n", gemm_q8_dyn_best_name());
 }
 

@@ -14,6 +14,7 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
+    ++generation_;
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
@@ -24,23 +25,29 @@ static void run_chunk(const std::function<void(size_t, size_t, int)>& fn, size_t
   if (begin < end) fn(begin, end, index);
 }
 
+namespace {
+constexpr int kSpins = 20000;  // ~tens of microseconds of polling before sleeping
+inline void cpu_relax() { __builtin_ia32_pause(); }
+}  // namespace
+
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(size_t, size_t, int)>* job;
-    size_t n;
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
+    int spins = 0;
+    while (generation_.load(std::memory_order_acquire) == seen && spins < kSpins) {
+      cpu_relax();
+      ++spins;
     }
-    run_chunk(*job, n, index, size());
-    {
+    if (generation_.load(std::memory_order_acquire) == seen) {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return generation_.load() != seen; });
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    run_chunk(*job_, job_n_, index, size());
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      done_.notify_one();
     }
   }
 }
@@ -54,13 +61,20 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t,
     std::lock_guard lock(mutex_);
     job_ = &fn;
     job_n_ = n;
-    pending_ = int(workers_.size());
-    ++generation_;
+    pending_.store(int(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   run_chunk(fn, n, 0, size());
-  std::unique_lock lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
+  int spins = 0;
+  while (pending_.load(std::memory_order_acquire) != 0 && spins < kSpins) {
+    cpu_relax();
+    ++spins;
+  }
+  if (pending_.load(std::memory_order_acquire) != 0) {
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, [&] { return pending_.load() == 0; });
+  }
 }
 
 namespace {

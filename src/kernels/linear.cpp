@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
@@ -10,8 +11,23 @@
 namespace lowbit {
 
 uint64_t LinearWeights::bytes() const {
-  return f32.size() * 4 + q8.size() + q8_scale.size() * 4 + q8_rowsum.size() * 4;
+  return f32.size() * 4 + q8.size() + q8_scale.size() * 4 + q8_rowsum.size() * 4 + q8_vnni.size();
 }
+
+namespace {
+
+// q8 [rows][cols] -> q8_vnni (see linear.h).
+void pack_vnni(LinearWeights& l) {
+  const int64_t rp = l.rows_padded(), kq = l.cols_padded() / 4;
+  l.q8_vnni.assign(size_t(rp * kq * 4), 0);
+  for (int64_t r = 0; r < l.rows; ++r)
+    for (int64_t c = 0; c < l.cols; ++c) {
+      const int64_t block = r / 16, lane = r % 16, quad = c / 4, byte = c % 4;
+      l.q8_vnni[size_t(((block * kq + quad) * 16 + lane) * 4 + byte)] = l.q8[size_t(r * l.cols + c)];
+    }
+}
+
+}  // namespace
 
 LinearWeights LinearWeights::from_f32(std::vector<float> w, int64_t rows, int64_t cols) {
   LinearWeights l;
@@ -30,6 +46,7 @@ LinearWeights LinearWeights::from_q8(std::vector<int8_t> q, std::vector<float> s
   l.q8_rowsum.assign(size_t(rows), 0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) l.q8_rowsum[size_t(r)] += l.q8[size_t(r * cols + c)];
+  pack_vnni(l);
   return l;
 }
 
@@ -45,6 +62,7 @@ void LinearWeights::append_rows(const LinearWeights& o) {
   q8.insert(q8.end(), o.q8.begin(), o.q8.end());
   q8_scale.insert(q8_scale.end(), o.q8_scale.begin(), o.q8_scale.end());
   q8_rowsum.insert(q8_rowsum.end(), o.q8_rowsum.begin(), o.q8_rowsum.end());
+  if (is_int8()) pack_vnni(*this);
 }
 
 float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8) {
@@ -53,19 +71,20 @@ float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8) {
   const float scale = absmax / 127.0f;
   const float inv = absmax > 0 ? 127.0f / absmax : 0.0f;
   for (size_t i = 0; i < k; ++i) {
-    const int q = int(std::nearbyint(x[i] * inv));  // |q| <= 127
+    const float v = x[i] * inv;                          // in [-127, 127]
+    const int q = int(v + (v >= 0 ? 0.5f : -0.5f));      // round half away from zero (vectorizes)
     u8[i] = uint8_t(std::clamp(q, -127, 127) + 128);
   }
   return scale;
 }
 
-void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const int8_t* q8, size_t rows, size_t k, size_t r0, size_t r1,
-                     int32_t* acc) {
+void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const LinearWeights& w, size_t r0, size_t r1, int32_t* acc) {
+  const size_t k = size_t(w.cols), lda = size_t(w.cols_padded()), ldc = size_t(w.rows_padded());
   for (size_t i = 0; i < m; ++i)
     for (size_t r = r0; r < r1; ++r) {
       int32_t s = 0;
-      for (size_t c = 0; c < k; ++c) s += int32_t(u8[i * k + c]) * int32_t(q8[r * k + c]);
-      acc[i * rows + r] = s;
+      for (size_t c = 0; c < k; ++c) s += int32_t(u8[i * lda + c]) * int32_t(w.q8[r * k + c]);
+      acc[i * ldc + r] = s;
     }
 }
 
@@ -87,25 +106,26 @@ void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
     gemm_f32_nt(x, w.f32.data(), y, m, size_t(w.rows), size_t(w.cols), accumulate);
     return;
   }
-  const size_t k = size_t(w.cols), rows = size_t(w.rows);
-  std::vector<uint8_t> u8(m * k);
+  const size_t k = size_t(w.cols), rows = size_t(w.rows), lda = size_t(w.cols_padded());
+  const size_t ldc = size_t(w.rows_padded());
+  std::vector<uint8_t> u8(m * lda, 128);
   std::vector<float> sx(m);
   ThreadPool& pool = default_thread_pool();
   pool.parallel_for(m, [&](size_t b, size_t e, int) {
-    for (size_t i = b; i < e; ++i) sx[i] = quantize_row_q8_dyn(x + i * k, k, &u8[i * k]);
+    for (size_t i = b; i < e; ++i) sx[i] = quantize_row_q8_dyn(x + i * k, k, &u8[i * lda]);
   });
-  std::vector<int32_t> acc(m * rows);
+  std::unique_ptr<int32_t[]> acc(new int32_t[m * ldc]);  // every used element is written by the kernel
   const GemmQ8Fn gemm = gemm_q8_dyn_best();
-  // Output rows split over the threads, in blocks of 16 so each thread's weight rows stay contiguous.
-  const size_t blocks = (rows + 15) / 16;
+  // Output rows split over the threads in blocks of 16 (one VNNI register of outputs).
+  const size_t blocks = ldc / 16;
   pool.parallel_for(blocks, [&](size_t b, size_t e, int) {
-    gemm(u8.data(), m, w.q8.data(), rows, k, b * 16, std::min(rows, e * 16), acc.data());
+    gemm(u8.data(), m, w, b * 16, std::min(rows, e * 16), acc.get());
   });
   // (u8 - 128) · q = u8 · q - 128 Σq, then both scales.
   pool.parallel_for(m, [&](size_t b, size_t e, int) {
     for (size_t i = b; i < e; ++i)
       for (size_t r = 0; r < rows; ++r) {
-        const float v = sx[i] * w.q8_scale[r] * float(acc[i * rows + r] - 128 * w.q8_rowsum[r]);
+        const float v = sx[i] * w.q8_scale[r] * float(acc[i * ldc + r] - 128 * w.q8_rowsum[r]);
         y[i * rows + r] = accumulate ? y[i * rows + r] + v : v;
       }
   });

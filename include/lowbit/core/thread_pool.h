@@ -1,6 +1,7 @@
 #pragma once
 // A fixed pool of worker threads for data-parallel loops. parallel_for splits [0, n) into one
 // contiguous chunk per thread (the calling thread takes the first) and returns when all are done.
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -27,11 +28,13 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
+  // A job is published by bumping generation_ (under mutex_, so sleepers cannot miss it); workers
+  // and the caller spin briefly before sleeping, since most jobs here last microseconds.
   const std::function<void(size_t, size_t, int)>* job_ = nullptr;
   size_t job_n_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 // The process-wide pool used by the models (sized from $LOWBIT_THREADS or the hardware).

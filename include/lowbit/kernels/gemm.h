@@ -13,7 +13,8 @@ void gemm_f32_nt(const float* a, const float* w, float* c, size_t m, size_t n, s
 void gemm_f32_strided(const float* a, size_t lda, const float* b, size_t ldb, bool b_transposed, float* c, size_t ldc,
                       size_t m, size_t n, size_t k);
 
-// Threads BLAS may use (call once at start-up; 0 = all hardware threads).
+// BLAS itself runs single-threaded; the calls above split their work over default_thread_pool().
+// (Kept for callers that set threads: the pool's size is what counts.)
 void set_blas_threads(int threads);
 
 }  // namespace lowbit

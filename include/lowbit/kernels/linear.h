@@ -19,8 +19,13 @@ struct LinearWeights {
   std::vector<int8_t> q8;         // [rows][cols] (int8-dyn)
   std::vector<float> q8_scale;    // [rows]
   std::vector<int32_t> q8_rowsum;  // Σ_k q8[r][k], for the unsigned-activation form of VNNI
+  // q8 re-laid for vpdpbusd: blocks of 16 rows; per block and per 4 inputs, 64 bytes holding those
+  // 4 inputs of each of the 16 rows. Rows padded to 16 and inputs to 4 with zeros.
+  std::vector<int8_t> q8_vnni;
 
   bool is_int8() const { return !q8.empty(); }
+  int64_t rows_padded() const { return (rows + 15) / 16 * 16; }
+  int64_t cols_padded() const { return (cols + 3) / 4 * 4; }
   uint64_t bytes() const;
   // Stacks `other`'s rows under these (fused projections); both of one kind and width.
   void append_rows(const LinearWeights& other);
@@ -34,13 +39,12 @@ void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
 // The int8-dyn product's pieces, exposed for the conformance test and benchmarks.
 // Quantizes one row: xq[k] + 128 as unsigned bytes (xq in [-127, 127]); returns the row's scale.
 float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8);
-// acc[i][r] = Σ_k u8[i][k] · q8[r][k] for rows [r0, r1) of W (int32, row-major [m][rows]).
-using GemmQ8Fn = void (*)(const uint8_t* u8, size_t m, const int8_t* q8, size_t rows, size_t k, size_t r0, size_t r1,
-                          int32_t* acc);
-void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const int8_t* q8, size_t rows, size_t k, size_t r0, size_t r1,
-                     int32_t* acc);
-void gemm_q8_dyn_avx512vnni(const uint8_t* u8, size_t m, const int8_t* q8, size_t rows, size_t k, size_t r0,
-                            size_t r1, int32_t* acc);
+// acc[i][r] = Σ_k u8[i][k] · q8[r][k] for i < m and rows [r0, r1) (r0, r1 multiples of 16 or r1 = rows).
+// u8 rows have stride w.cols_padded() (bytes past cols are ignored: the padded weights are zero);
+// acc rows have stride w.rows_padded().
+using GemmQ8Fn = void (*)(const uint8_t* u8, size_t m, const LinearWeights& w, size_t r0, size_t r1, int32_t* acc);
+void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const LinearWeights& w, size_t r0, size_t r1, int32_t* acc);
+void gemm_q8_dyn_avx512vnni(const uint8_t* u8, size_t m, const LinearWeights& w, size_t r0, size_t r1, int32_t* acc);
 // The variant linear_forward uses on this CPU, and its name ("avx512vnni" or "ref").
 GemmQ8Fn gemm_q8_dyn_best();
 const char* gemm_q8_dyn_best_name();

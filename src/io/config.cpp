@@ -4,6 +4,7 @@
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/file.h"
+#include "json_fields.h"
 
 namespace lowbit {
 
@@ -19,46 +20,7 @@ namespace {
 
 constexpr int64_t kMaxDim = 1 << 20;  // no real model has a hidden size, vocab or layer count above this
 
-struct Reader {
-  const json& j;
-  std::string file;
-
-  const json* find(const char* key) const {
-    auto it = j.find(key);
-    return it == j.end() || it->is_null() ? nullptr : &*it;
-  }
-  int get_int(const char* key, int64_t lo, int64_t hi, std::optional<int> dflt = std::nullopt) const {
-    const json* v = find(key);
-    if (!v) {
-      if (dflt) return *dflt;
-      fail("{}: missing field '{}' (an integer)", file, key);
-    }
-    if (!v->is_number_integer()) fail("{}: field '{}' must be an integer, found {}", file, key, v->dump());
-    int64_t x = v->get<int64_t>();
-    if (x < lo || x > hi) fail("{}: field '{}' = {} is out of range [{}, {}]", file, key, x, lo, hi);
-    return int(x);
-  }
-  double get_num(const json& obj, const char* key, double lo, double hi, double dflt, const char* where) const {
-    auto it = obj.find(key);
-    if (it == obj.end() || it->is_null()) return dflt;
-    if (!it->is_number()) fail("{}: field '{}{}' must be a number, found {}", file, where, key, it->dump());
-    double x = it->get<double>();
-    if (!(x >= lo && x <= hi)) fail("{}: field '{}{}' = {} is out of range [{}, {}]", file, where, key, x, lo, hi);
-    return x;
-  }
-  bool get_bool(const char* key, bool dflt) const {
-    const json* v = find(key);
-    if (!v) return dflt;
-    if (!v->is_boolean()) fail("{}: field '{}' must be true or false, found {}", file, key, v->dump());
-    return v->get<bool>();
-  }
-  std::string get_str(const char* key, const std::string& dflt) const {
-    const json* v = find(key);
-    if (!v) return dflt;
-    if (!v->is_string()) fail("{}: field '{}' must be a string, found {}", file, key, v->dump());
-    return v->get<std::string>();
-  }
-};
+using Reader = detail::JsonFields;
 
 
 // Reads the bos / eos ids (an id, a list of ids, or null).
@@ -198,21 +160,11 @@ void parse_opt(const Reader& r, ModelConfig& c) {
 
 ModelConfig parse_config(const std::string& text, const std::filesystem::path& path) {
   const std::string file = path.string();
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", file, e.what());
-  }
-  if (!j.is_object()) fail("{}: expected a JSON object, found {}", file, j.type_name());
+  const json j = detail::parse_json_object(text, file);
   Reader r{j, file};
   ModelConfig c;
   c.path = path;
-
-  const json* archs = r.find("architectures");
-  if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
-    fail("{}: field 'architectures' must be a non-empty list of names", file);
-  c.architecture = (*archs)[0].get<std::string>();
+  c.architecture = r.architecture();
   const auto& sup = supported_architectures();
   if (std::find(sup.begin(), sup.end(), c.architecture) == sup.end())
     fail("{}: architecture '{}' is not supported; supported: {}", file, c.architecture, fmt::join(sup, ", "));

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "json_fields.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/file.h"
 
@@ -47,47 +48,7 @@ namespace {
 
 constexpr int64_t kMaxDim = 1 << 20;  // no real encoder has a hidden size, vocab or FFN width above this
 
-// Typed access to the fields of config.json; every error names the file and the field.
-struct Fields {
-  const json& j;
-  std::string file;
-
-  const json* find(const char* key) const {
-    auto it = j.find(key);
-    return it == j.end() || it->is_null() ? nullptr : &*it;
-  }
-  int get_int(const char* key, int64_t lo, int64_t hi, std::optional<int64_t> dflt = std::nullopt) const {
-    const json* v = find(key);
-    if (!v) {
-      if (dflt) return int(*dflt);
-      fail("{}: missing field '{}' (an integer)", file, key);
-    }
-    if (!v->is_number_integer()) fail("{}: field '{}' must be an integer, found {}", file, key, v->dump());
-    const int64_t x = v->get<int64_t>();
-    if (x < lo || x > hi) fail("{}: field '{}' = {} is out of range [{}, {}]", file, key, x, lo, hi);
-    return int(x);
-  }
-  double get_num(const char* key, double lo, double hi, double dflt) const {
-    const json* v = find(key);
-    if (!v) return dflt;
-    if (!v->is_number()) fail("{}: field '{}' must be a number, found {}", file, key, v->dump());
-    const double x = v->get<double>();
-    if (!(x >= lo && x <= hi)) fail("{}: field '{}' = {} is out of range [{}, {}]", file, key, x, lo, hi);
-    return x;
-  }
-  bool get_bool(const char* key, bool dflt) const {
-    const json* v = find(key);
-    if (!v) return dflt;
-    if (!v->is_boolean()) fail("{}: field '{}' must be true or false, found {}", file, key, v->dump());
-    return v->get<bool>();
-  }
-  std::string get_str(const char* key, const std::string& dflt) const {
-    const json* v = find(key);
-    if (!v) return dflt;
-    if (!v->is_string()) fail("{}: field '{}' must be a string, found {}", file, key, v->dump());
-    return v->get<std::string>();
-  }
-};
+using Fields = detail::JsonFields;
 
 EncoderActivation parse_activation(const std::string& name, const std::string& file, const char* key) {
   // transformers' ACT2FN names (activations.py) that lowbit computes.
@@ -137,21 +98,11 @@ void parse_labels(const Fields& f, EncoderConfig* c) {
 
 EncoderConfig parse_encoder_config(const std::string& text, const fs::path& path) {
   const std::string file = path.string();
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", file, e.what());
-  }
-  if (!j.is_object()) fail("{}: expected a JSON object, found {}", file, j.type_name());
+  const json j = detail::parse_json_object(text, file);
   Fields f{j, file};
   EncoderConfig c;
   c.path = path;
-
-  const json* archs = f.find("architectures");
-  if (!archs || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
-    fail("{}: field 'architectures' must be a non-empty list of names", file);
-  c.architecture = (*archs)[0].get<std::string>();
+  c.architecture = f.architecture();
   if (!is_encoder_architecture(c.architecture))
     fail("{}: architecture '{}' is not a supported encoder classifier; supported: {}", file, c.architecture,
          fmt::join(supported_encoder_architectures(), ", "));

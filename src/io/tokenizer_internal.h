@@ -3,6 +3,7 @@
 // helpers, and the description of a Hugging Face style BPE pipeline (added tokens, normalizer,
 // pre-tokenizer, BPE model, decoder, post-processor) that both tokenizer.json and GGUF files
 // are turned into.
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -12,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "lowbit/core/error.h"
 #include "lowbit/io/tokenizer.h"
 
 namespace lowbit::detail {
@@ -141,5 +143,24 @@ struct AddedTokenMatcher {
   std::vector<AddedToken> tokens_;                 // sorted by content length, longest first
   std::vector<std::vector<uint32_t>> by_first_byte_;  // [256] indices into tokens_
 };
+
+// Ids 0 .. size-1 from a vocabulary (token -> id) and added tokens: every id checked against a cap
+// that a hostile file cannot push past (16 M entries).
+template <typename Vocab, typename Added>
+int64_t checked_vocab_size(const Vocab& vocab, const Added& added, const std::string& source, const char* kind) {
+  constexpr int64_t kMaxVocab = int64_t(1) << 24;
+  if (vocab.empty()) fail("{}: the {} vocabulary is empty", source, kind);
+  int64_t size = 0;
+  for (const auto& [tok, id] : vocab) {
+    if (id < 0 || id >= kMaxVocab) fail("{}: token '{}' has id {}, outside [0, {})", source, tok, id, kMaxVocab);
+    size = std::max<int64_t>(size, int64_t(id) + 1);
+  }
+  for (const auto& t : added) {
+    if (t.id < 0 || t.id >= kMaxVocab)
+      fail("{}: added token '{}' has id {}, outside [0, {})", source, t.content, t.id, kMaxVocab);
+    size = std::max<int64_t>(size, int64_t(t.id) + 1);
+  }
+  return size;
+}
 
 }  // namespace lowbit::detail

@@ -228,17 +228,7 @@ WordPieceTokenizer::WordPieceTokenizer(WordPieceSpec spec)
       template_prefix_(std::move(spec.template_prefix)),
       template_suffix_(std::move(spec.template_suffix)) {
   source = spec.source;
-  constexpr int64_t kMaxVocab = int64_t(1) << 24;
-  if (spec.vocab.empty()) fail("{}: the WordPiece vocabulary is empty", source);
-  int64_t size = 0;
-  for (const auto& [tok, id] : spec.vocab) {
-    if (id < 0 || id >= kMaxVocab) fail("{}: token '{}' has id {}, outside [0, {})", source, tok, id, kMaxVocab);
-    size = std::max<int64_t>(size, int64_t(id) + 1);
-  }
-  for (const auto& t : spec.added_tokens) {
-    if (t.id < 0 || t.id >= kMaxVocab) fail("{}: added token '{}' has id {}, outside [0, {})", source, t.content, t.id, kMaxVocab);
-    size = std::max<int64_t>(size, int64_t(t.id) + 1);
-  }
+  const int64_t size = detail::checked_vocab_size(spec.vocab, spec.added_tokens, source, "WordPiece");
   id_to_token_.resize(size_t(size));
   special_.assign(size_t(size), false);
   std::vector<bool> seen(size_t(size), false);

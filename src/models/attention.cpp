@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/gemm.h"
 
@@ -12,6 +13,12 @@ KVSession::KVSession(int layers, int capacity, int kv_dim) : kv_dim_(kv_dim) {
   capacity_ = capacity;
   k_.resize(size_t(layers) * size_t(capacity) * size_t(kv_dim));
   v_.resize(k_.size());
+}
+
+int KVSession::start(int n) const {
+  if (position_ + n > capacity_)
+    fail("sequence of {} tokens exceeds the session's capacity of {} positions", position_ + n, capacity_);
+  return position_;
 }
 
 namespace {

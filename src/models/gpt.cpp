@@ -127,9 +127,7 @@ void GptModel::forward(Session& session, std::span<const int32_t> tokens, float*
   auto& s = dynamic_cast<KVSession&>(session);
   const int n = int(tokens.size());
   if (n == 0) return;
-  const int pos0 = s.position();
-  if (pos0 + n > s.capacity())
-    fail("sequence of {} tokens exceeds the session's capacity of {} positions", pos0 + n, s.capacity());
+  const int pos0 = s.start(n);
   const int h = cfg_.hidden_size, inner = cfg_.intermediate_size, vocab = cfg_.vocab_size, e = embed_dim_;
   std::vector<float> x(size_t(n) * size_t(h)), xn(x.size()), qkv(size_t(n) * size_t(3 * h)), att(x.size());
   std::vector<float> mid(size_t(n) * size_t(inner)), tmp(x.size());

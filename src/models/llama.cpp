@@ -241,9 +241,7 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
   auto& s = dynamic_cast<KVSession&>(session);
   const int n = int(tokens.size());
   if (n == 0) return;
-  const int pos0 = s.position();
-  if (pos0 + n > s.capacity())
-    fail("sequence of {} tokens exceeds the session's capacity of {} positions", pos0 + n, s.capacity());
+  const int pos0 = s.start(n);
   const int hidden = cfg_.hidden_size, vocab = cfg_.vocab_size;
   std::vector<float> x(size_t(n) * size_t(hidden));
   for (int i = 0; i < n; ++i)

@@ -16,6 +16,8 @@ class KVSession : public Session {
   float* v_at(int layer, int pos) { return v_.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim_); }
   int kv_dim() const { return kv_dim_; }
   void advance(int n) { position_ += n; }
+  // The first position of n new tokens; throws when they would not fit.
+  int start(int n) const;
 
  private:
   int kv_dim_;

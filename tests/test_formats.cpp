@@ -517,7 +517,9 @@ TEST(FormatsMalformed, DequantizeRejectsBrokenTensors) {
   const int64_t rows = 3, cols = 172;
   const std::vector<float> w = gaussian(rows, cols, 11, 0.05f);
 
-  for (const auto& [format, spec] : cases) {
+  for (const auto& c : cases) {
+    const std::string& format = c.first;  // not a structured binding: clang 14 lambdas cannot capture those
+    const QuantSpec& spec = c.second;
     const QuantizedTensor good = quantize(format, w, rows, cols, spec);
     const FormatTraits& f = find_format(format);
     std::vector<float> out(static_cast<size_t>(rows * cols));  // exactly the good size: ASan sees overruns

@@ -81,7 +81,9 @@ QuantizedTensor quantize_binary_ref(const float* w, int64_t rows, int64_t cols, 
 }
 
 void dequantize_binary_ref(const QuantizedTensor& q, float* out) {
-  const auto [groups, scales, codes] = load(q, "binary", 1);
+  const auto [groups, scales_, codes_] = load(q, "binary", 1);
+  const auto& scales = scales_;  // named copies: lambdas may not capture structured bindings before C++20 in clang 14
+  const auto& codes = codes_;
   for_each_group(groups, [&](int64_t r, int64_t, int64_t i, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) out[r * q.cols + c] = codes[r * q.cols + c] ? scales[i] : -scales[i];
   });
@@ -125,7 +127,9 @@ QuantizedTensor quantize_ternary_ref(const float* w, int64_t rows, int64_t cols,
 }
 
 void dequantize_ternary_ref(const QuantizedTensor& q, float* out) {
-  const auto [groups, scales, codes] = load(q, "ternary", 2);
+  const auto [groups, scales_, codes_] = load(q, "ternary", 2);
+  const auto& scales = scales_;  // see dequantize_binary_ref
+  const auto& codes = codes_;
   for (size_t i = 0; i < codes.size(); ++i)
     if (codes[i] == 3)
       fail("ternary tensor [{} x {}]: part 'q' has code 3 at [{}, {}]; valid codes are 0 (-1), 1 (0), 2 (+1)", q.rows,

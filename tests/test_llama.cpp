@@ -1,5 +1,7 @@
 // The LLaMA forward pass against logits computed by Hugging Face transformers (float32).
 #include <cmath>
+#include <cstring>
+#include <functional>
 
 #include "lowbit/core/error.h"
 #include "lowbit/io/safetensors.h"
@@ -84,6 +86,49 @@ TEST(Llama, MissingTensorIsNamed) {
       w.add(t.info->name, t.info->dtype, t.info->shape, t.data, t.bytes());
   w.write(dir2 / "model.safetensors");
   test::expect_error([&] { load_causal_lm(dir2); }, {"missing tensor 'model.layers.3.mlp.up_proj.weight'"});
+}
+
+// stories260K with one weight changed by `edit` (the checkpoint stores float32).
+std::filesystem::path edited_stories(const std::string& tag, const std::string& tensor,
+                                     const std::function<void(std::vector<float>&)>& edit) {
+  auto dir = test::temp_dir(tag);
+  std::filesystem::copy_file(test::model_dir("stories260K/hf") / "config.json", dir / "config.json");
+  TensorStore src(test::model_dir("stories260K/hf"));
+  SafetensorsWriter w;
+  for (const auto& t : src.all()) {
+    if (t.info->name != tensor) {
+      w.add(t.info->name, t.info->dtype, t.info->shape, t.data, t.bytes());
+      continue;
+    }
+    EXPECT_EQ(t.info->dtype, DType::F32);
+    std::vector<float> v(size_t(t.info->numel()));
+    std::memcpy(v.data(), t.data, t.bytes());
+    edit(v);
+    w.add(t.info->name, t.info->dtype, t.info->shape, v.data(), t.bytes());
+  }
+  w.write(dir / "model.safetensors");
+  return dir;
+}
+
+TEST(Llama, NonFiniteWeightsAndActivationsAreNamed) {
+  // A NaN stored in a weight is refused at load, with the tensor and the element.
+  auto nan_dir = edited_stories("nan", "model.layers.2.mlp.up_proj.weight", [](std::vector<float>& v) { v[37] = NAN; });
+  test::expect_error([&] { load_causal_lm(nan_dir); },
+                     {"model.layers.2.mlp.up_proj.weight", "non-finite value (nan)", "row 0, column 37"});
+  auto inf_dir = edited_stories("inf", "model.norm.weight", [](std::vector<float>& v) { v[0] = -INFINITY; });
+  test::expect_error([&] { load_causal_lm(inf_dir); }, {"model.norm.weight", "non-finite value (-inf)"});
+
+  // Finite weights so large that layer 1's MLP overflows float32: the forward pass stops there and
+  // says where, instead of returning NaN logits.
+  auto big_dir = edited_stories("big", "model.layers.1.mlp.down_proj.weight", [](std::vector<float>& v) {
+    for (auto& x : v) x = 3e38f;  // near float32's largest: any sum of two overflows
+  });
+  auto model = load_causal_lm(big_dir);
+  auto session = model->new_session(16);
+  std::vector<int32_t> tokens{1, 403, 407, 261};
+  std::vector<float> logits(size_t(model->vocab_size()));
+  test::expect_error([&] { model->forward(*session, tokens, logits.data(), false); },
+                     {"model.layers.1 output: non-finite activation", "token position"});
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/numerics.h"
 
 namespace lowbit {
 
@@ -190,6 +191,13 @@ std::vector<float> TensorStore::load_f32(const std::string& name, const std::vec
   }
   std::vector<float> out(size_t(v.info->numel()));
   convert_to_f32(v.info->dtype, v.data, out.data(), out.size());
+  if (int64_t bad = find_non_finite(out.data(), out.size()); bad >= 0) {
+    const auto& sh = v.info->shape;
+    const std::string where = sh.size() == 2 ? fmt::format("row {}, column {}", bad / sh[1], bad % sh[1])
+                                             : fmt::format("flat index {}", bad);
+    fail("{}: tensor '{}' holds a non-finite value ({}) at {} (a corrupt or diverged checkpoint)", v.file.string(),
+         name, out[size_t(bad)], where);
+  }
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include <numbers>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/numerics.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/weights.h"
 #include "lowbit/kernels/gemm.h"
@@ -338,6 +339,9 @@ void EncoderClassifier::forward(const EncoderBatch& batch, float* logits) const 
       for (size_t r = rb; r < re; ++r)
         add_layer_norm(&x[r * size_t(H)], &tmp[r * size_t(H)], L.ffn_norm, H, cfg_.layer_norm_eps);
     });
+    // Rows are the batch's packed tokens: the "position" reported is the row.
+    const std::string_view layer_name = names_->layer;  // "bert.encoder.layer.{}."
+    check_finite_activations(x.data(), int(rows), H, 0, layer_name.substr(0, layer_name.size() - 3), l);
   }
 
   // Heads on the [CLS] rows (x[0..B)): BERT tanh(pooler), DistilBERT relu(pre_classifier); then classifier.

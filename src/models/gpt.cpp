@@ -4,6 +4,7 @@
 #include <numbers>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/numerics.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/gemm.h"
 #include "lowbit/models/attention.h"
@@ -36,6 +37,7 @@ GptModel::GptModel(ModelConfig config, const WeightStore& w) : cfg_(std::move(co
   if (cfg_.family == ModelFamily::GPT2) {
     // Hub checkpoints come with and without the "transformer." prefix.
     const std::string p = w.has("transformer.wte.weight") ? "transformer." : "";
+    layer_prefix_ = p + "h.";
     embed_dim_ = int(h);
     embed_ = w.load_f32(p + "wte.weight", {vocab, h});
     positions_ = w.load_f32(p + "wpe.weight", {npos, h});
@@ -57,6 +59,7 @@ GptModel::GptModel(ModelConfig config, const WeightStore& w) : cfg_(std::move(co
     }
   } else {  // OPT
     const std::string p = w.has("model.decoder.embed_tokens.weight") ? "model.decoder." : "decoder.";
+    layer_prefix_ = p + "layers.";
     embed_dim_ = cfg_.word_embed_proj_dim;
     const int64_t e = embed_dim_;
     embed_ = w.load_f32(p + "embed_tokens.weight", {vocab, e});
@@ -191,6 +194,7 @@ void GptModel::forward(Session& session, std::span<const int32_t> tokens, float*
       layer_norm(L.ln_mlp, x.data(), tmp.data(), n);
       x.swap(tmp);
     }
+    check_finite_activations(x.data(), n, h, pos0, layer_prefix_, l);
   }
   s.advance(n);
 

@@ -8,6 +8,7 @@
 #include <numbers>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/numerics.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/gemm.h"
 
@@ -199,6 +200,7 @@ void LlamaModel::run_layer(int layer, float* x, int n, const LinearObserver* obs
   KVSession s(1, n, cfg_.num_kv_heads * cfg_.head_dim);  // this layer's keys and values only
   Work w(cfg_, inv_freq_, n, 0);
   layer_forward(layer, /*cache_layer=*/0, x, n, 0, s, w, observer);
+  check_finite_activations(x, n, cfg_.hidden_size, 0, "model.layers.", layer);
 }
 
 LlamaModel::Slot LlamaModel::slot(const std::string& name) const {
@@ -249,7 +251,10 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
       fail("token id {} at position {} is outside the vocabulary (0..{})", tokens[size_t(i)], pos0 + i, vocab - 1);
   embed(tokens, x.data());
   Work w(cfg_, inv_freq_, n, pos0);
-  for (int l = 0; l < cfg_.num_layers; ++l) layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);
+    check_finite_activations(x.data(), n, hidden, pos0, "model.layers.", l);
+  }
   s.advance(n);
 
   ThreadPool& pool = default_thread_pool();

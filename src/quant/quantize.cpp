@@ -1,13 +1,9 @@
 #include "lowbit/quant/quantize.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/file.h"
@@ -44,14 +40,6 @@ namespace {
 constexpr const char* kCopiedFiles[] = {"tokenizer.json",   "tokenizer.model", "tokenizer_config.json",
                                         "special_tokens_map.json", "vocab.json", "merges.txt",
                                         "vocab.txt",        "generation_config.json", "added_tokens.json"};
-
-void fsync_path(const fs::path& p) {
-  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
 
 }  // namespace
 
@@ -123,11 +111,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
         if (!r.scheme.empty()) {
           const ResolvedScheme s = resolve_scheme(r.scheme, opt.group_size);
           const QuantSpec& spec = s.spec;
-          std::vector<float> w = weights.load_f32(r.name);
-          for (size_t k = 0; k < w.size(); ++k)
-            if (!std::isfinite(w[k]))
-              fail("{}: tensor '{}' holds {} at element {} (row {}, column {}): refusing to quantize", in.string(),
-                   r.name, w[k], k, k / size_t(r.shape[1]), k % size_t(r.shape[1]));
+          std::vector<float> w = weights.load_f32(r.name);  // refuses NaN / Inf, naming the element
           int64_t rows = r.shape[0], cols = r.shape[1];
           if (stored_in_out(architecture, r.name)) {  // quantize [out, in] so groups run along the inputs
             std::vector<float> t(w.size());
@@ -196,11 +180,8 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     for (const auto& p : q.parts) writer.add(r.name + "." + p.suffix, p.dtype, p.shape, p.bytes.data(), p.bytes.size());
   }
 
-  const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
-  fs::create_directories(parent);
-  std::random_device rd;
-  const fs::path tmp = parent / fmt::format(".{}.tmp-{:08x}", out.filename().string(), rd());
-  fs::create_directory(tmp);
+  remove_stale_temps(out);
+  const fs::path tmp = make_temp_dir(out);
   try {
     writer.write(tmp / "model.safetensors");
     const ResolvedScheme s = resolve_scheme(opt.scheme, opt.group_size);
@@ -218,16 +199,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     write_file_atomic(tmp / "config.json", config.dump(2) + "\n");
     for (const char* f : kCopiedFiles)
       if (fs::exists(in / f)) write_file_atomic(tmp / f, read_file(in / f));
-    fsync_path(tmp);
-    if (fs::exists(out)) {  // --force: swap the old folder out only now that the new one is whole
-      const fs::path old = parent / fmt::format(".{}.old-{:08x}", out.filename().string(), rd());
-      fs::rename(out, old);
-      fs::rename(tmp, out);
-      fs::remove_all(old);
-    } else {
-      fs::rename(tmp, out);
-    }
-    fsync_path(parent);
+    publish_dir(tmp, out);
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);

@@ -46,6 +46,7 @@ class GptModel : public CausalLM {
   std::vector<float> lm_head_;        // [vocab, embed_dim]; empty when tied
   Norm final_norm_;                   // empty when absent
   std::vector<Layer> layers_;
+  std::string layer_prefix_;          // "transformer.h." / "model.decoder.layers.": names layers in errors
 };
 
 }  // namespace lowbit

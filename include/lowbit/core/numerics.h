@@ -1,0 +1,18 @@
+#pragma once
+// Numerical hazards: NaN and Inf in weights and activations are found and reported with where they
+// are (tensor name, layer, token position, channel) instead of flowing silently into the output.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace lowbit {
+
+// Index of the first NaN or +-Inf in x[0..n), or -1 when every value is finite.
+int64_t find_non_finite(const float* x, size_t n);
+
+// The output x[rows][cols] of layer `layer` (named "<layer_prefix><layer>", e.g. "model.layers.3")
+// for tokens at positions pos0.. : fails with "model.layers.3 output: non-finite activation (nan) at
+// token position P, channel C" when a value is not finite.
+void check_finite_activations(const float* x, int rows, int cols, int pos0, std::string_view layer_prefix, int layer);
+
+}  // namespace lowbit

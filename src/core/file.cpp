@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>  // renameat2, RENAME_EXCHANGE (glibc, _GNU_SOURCE)
 #include <cstring>
 #include <random>
 
@@ -90,6 +91,94 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view conte
   AtomicFileWriter w(path);
   w.write(content);
   w.commit();
+}
+
+namespace {
+namespace fs = std::filesystem;
+
+fs::path parent_of(const fs::path& p) { return p.parent_path().empty() ? fs::path(".") : p.parent_path(); }
+
+void fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+// Whether `name` is ".<base>.tmp-XXXXXXXX" or ".<base>.old-XXXXXXXX" (8 hex digits).
+bool is_temp_sibling(const std::string& name, const std::string& base) {
+  for (const char* kind : {".tmp-", ".old-"}) {
+    const std::string prefix = "." + base + kind;
+    if (name.size() == prefix.size() + 8 && name.compare(0, prefix.size(), prefix) == 0 &&
+        name.find_first_not_of("0123456789abcdef", prefix.size()) == std::string::npos)
+      return true;
+  }
+  return false;
+}
+}  // namespace
+
+fs::path make_temp_dir(const fs::path& dest) {
+  const fs::path parent = parent_of(dest);
+  fs::create_directories(parent);
+  std::random_device rd;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    fs::path tmp = parent / fmt::format(".{}.tmp-{:08x}", dest.filename().string(), rd());
+    if (::mkdir(tmp.c_str(), 0755) == 0) return tmp;
+    if (errno != EEXIST) fail("{}: cannot create temporary folder {}: {}", dest.string(), tmp.string(), std::strerror(errno));
+  }
+  fail("{}: cannot find a free temporary folder name", dest.string());
+}
+
+void publish_dir(const fs::path& tmp, const fs::path& dest) {
+  const fs::path parent = parent_of(dest);
+  fsync_dir(tmp);
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) == 0) {
+    fsync_dir(parent);
+    return;
+  }
+  if (errno == EEXIST) {
+    // Swap: `dest` becomes the new folder and `tmp` the old one, in one step.
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest.c_str(), RENAME_EXCHANGE) == 0) {
+      fsync_dir(parent);
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+      return;
+    }
+    if (errno != EINVAL && errno != ENOSYS)
+      fail("{}: cannot replace it with {}: {}", dest.string(), tmp.string(), std::strerror(errno));
+    // A file system without RENAME_EXCHANGE: move the old folder aside first. A kill between the two
+    // renames leaves the old folder under its ".old-" name and the new one under its ".tmp-" name.
+    std::random_device rd;
+    const fs::path old = parent / fmt::format(".{}.old-{:08x}", dest.filename().string(), rd());
+    if (::rename(dest.c_str(), old.c_str()) != 0)
+      fail("{}: cannot move it aside: {}", dest.string(), std::strerror(errno));
+    if (::rename(tmp.c_str(), dest.c_str()) != 0) {
+      const int err = errno;
+      ::rename(old.c_str(), dest.c_str());
+      fail("{}: cannot rename {} into place: {}", dest.string(), tmp.string(), std::strerror(err));
+    }
+    fsync_dir(parent);
+    std::error_code ec;
+    fs::remove_all(old, ec);
+    return;
+  }
+  if (errno == EINVAL || errno == ENOSYS) {  // no renameat2 flags here: plain rename onto a missing folder
+    if (::rename(tmp.c_str(), dest.c_str()) == 0) {
+      fsync_dir(parent);
+      return;
+    }
+  }
+  fail("{}: cannot rename {} into place: {}", dest.string(), tmp.string(), std::strerror(errno));
+}
+
+void remove_stale_temps(const fs::path& dest) {
+  const fs::path parent = parent_of(dest);
+  const std::string base = dest.filename().string();
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    if (is_temp_sibling(e.path().filename().string(), base)) fs::remove_all(e.path(), ec);
+  }
 }
 
 }  // namespace lowbit

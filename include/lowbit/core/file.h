@@ -50,6 +50,15 @@ class AtomicFileWriter {
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view content);
 
+// Output folders. A folder is assembled under a temporary sibling name (make_temp_dir) and published
+// with publish_dir: a plain rename when `dest` does not exist; otherwise the two are swapped in one
+// step (renameat2 RENAME_EXCHANGE) and the old contents removed, so at every instant `dest` is either
+// the old folder or the whole new one, even if the process is killed in between.
+std::filesystem::path make_temp_dir(const std::filesystem::path& dest);
+void publish_dir(const std::filesystem::path& tmp, const std::filesystem::path& dest);
+// Removes what an earlier, killed run left beside `dest` (its ".NAME.tmp-*" / ".NAME.old-*" siblings).
+void remove_stale_temps(const std::filesystem::path& dest);
+
 }  // namespace lowbit
 
 namespace lowbit {

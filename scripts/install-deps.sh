@@ -3,7 +3,8 @@
 # As root it runs apt-get; otherwise it lists the missing packages and how to install them.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-      libfmt-dev libsentencepiece-dev libopenblas-dev liblapacke-dev libicu-dev gnuplot-nox fonts-dejavu-core)
+      libfmt-dev libsentencepiece-dev libopenblas-dev liblapacke-dev libicu-dev gnuplot-nox fonts-dejavu-core
+      clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

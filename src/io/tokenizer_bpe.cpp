@@ -875,7 +875,15 @@ std::string string_pattern(const json& j, const std::string& file, const std::st
        where, p.dump());
 }
 
-void parse_normalizer(const json& j, const std::string& file, std::vector<NormalizerStep>* out) {
+// "Sequence" steps may nest; a hostile file nesting them thousands deep would exhaust the stack.
+constexpr int kMaxSequenceNesting = 16;
+void check_nesting(int depth, const std::string& file, const char* what) {
+  if (depth > kMaxSequenceNesting)
+    fail("{}: {} Sequence steps nest more than {} deep (corrupt or hostile file)", file, what, kMaxSequenceNesting);
+}
+
+void parse_normalizer(const json& j, const std::string& file, std::vector<NormalizerStep>* out, int depth = 0) {
+  check_nesting(depth, file, "normalizer");
   if (j.is_null()) return;
   const std::string type = get_type(j, file, "normalizer");
   using K = NormalizerStep::Kind;
@@ -883,7 +891,7 @@ void parse_normalizer(const json& j, const std::string& file, std::vector<Normal
   if (type == "Sequence") {
     const json& list = need(j, "normalizers", file, where);
     if (!list.is_array()) fail("{}: {} field 'normalizers' must be an array", file, where);
-    for (const json& sub : list) parse_normalizer(sub, file, out);
+    for (const json& sub : list) parse_normalizer(sub, file, out, depth + 1);
   } else if (type == "Prepend") {
     out->push_back({K::prepend, get_string(j, "prepend", file, where), {}});
   } else if (type == "Replace") {
@@ -922,7 +930,8 @@ PreTokenizerStep::Prepend parse_prepend_scheme(const json& j, const std::string&
   return get_bool(j, "add_prefix_space", true, file, where) ? P::always : P::never;  // older files
 }
 
-void parse_pre_tokenizer(const json& j, const std::string& file, std::vector<PreTokenizerStep>* out) {
+void parse_pre_tokenizer(const json& j, const std::string& file, std::vector<PreTokenizerStep>* out, int depth = 0) {
+  check_nesting(depth, file, "pre_tokenizer");
   if (j.is_null()) return;
   const std::string type = get_type(j, file, "pre_tokenizer");
   const std::string where = "pre_tokenizer '" + type + "'";
@@ -931,7 +940,7 @@ void parse_pre_tokenizer(const json& j, const std::string& file, std::vector<Pre
   if (type == "Sequence") {
     const json& list = need(j, "pretokenizers", file, where);
     if (!list.is_array()) fail("{}: {} field 'pretokenizers' must be an array", file, where);
-    for (const json& sub : list) parse_pre_tokenizer(sub, file, out);
+    for (const json& sub : list) parse_pre_tokenizer(sub, file, out, depth + 1);
     return;
   } else if (type == "Metaspace") {
     st.kind = K::metaspace;
@@ -967,7 +976,8 @@ void parse_pre_tokenizer(const json& j, const std::string& file, std::vector<Pre
   out->push_back(st);
 }
 
-void parse_decoder(const json& j, const std::string& file, std::vector<DecoderStep>* out) {
+void parse_decoder(const json& j, const std::string& file, std::vector<DecoderStep>* out, int depth = 0) {
+  check_nesting(depth, file, "decoder");
   if (j.is_null()) return;
   const std::string type = get_type(j, file, "decoder");
   const std::string where = "decoder '" + type + "'";
@@ -976,7 +986,7 @@ void parse_decoder(const json& j, const std::string& file, std::vector<DecoderSt
   if (type == "Sequence") {
     const json& list = need(j, "decoders", file, where);
     if (!list.is_array()) fail("{}: {} field 'decoders' must be an array", file, where);
-    for (const json& sub : list) parse_decoder(sub, file, out);
+    for (const json& sub : list) parse_decoder(sub, file, out, depth + 1);
     return;
   } else if (type == "Replace") {
     st.kind = K::replace;
@@ -1021,7 +1031,8 @@ std::vector<int32_t> template_ids(const json& specials, const std::string& name,
   return out;
 }
 
-void parse_post_processor(const json& j, const std::string& file, BpeSpec* spec) {
+void parse_post_processor(const json& j, const std::string& file, BpeSpec* spec, int depth = 0) {
+  check_nesting(depth, file, "post_processor");
   if (j.is_null()) return;
   const std::string type = get_type(j, file, "post_processor");
   const std::string where = "post_processor '" + type + "'";
@@ -1033,7 +1044,7 @@ void parse_post_processor(const json& j, const std::string& file, BpeSpec* spec)
   if (type == "Sequence") {
     const json& list = need(j, "processors", file, where);
     if (!list.is_array()) fail("{}: {} field 'processors' must be an array", file, where);
-    for (const json& sub : list) parse_post_processor(sub, file, spec);
+    for (const json& sub : list) parse_post_processor(sub, file, spec, depth + 1);
   } else if (type == "TemplateProcessing") {
     const json& single = need(j, "single", file, where);
     if (!single.is_array()) fail("{}: {} field 'single' must be an array", file, where);

@@ -87,6 +87,9 @@ TEST(Safetensors, ShardedIndex) {
   expect_error([&] { TensorStore s(dir); }, {"index.json", "nope.safetensors", "does not exist"});
   test::write_bytes(dir / "model.safetensors.index.json", R"({"weight_map": {"x.weight": "../etc/passwd"}})");
   expect_error([&] { TensorStore s(dir); }, {"index.json", "plain file name"});
+  // A name longer than any file system allows (found by fuzz_safetensors_index: std::filesystem threw).
+  test::write_bytes(dir / "model.safetensors.index.json", R"({"weight_map": {"x.weight": ")" + std::string(300, 'a') + "\"}}");
+  expect_error([&] { TensorStore s(dir); }, {"index.json", "at most 255 bytes"});
   test::write_bytes(dir / "model.safetensors.index.json", R"({"weight_map": 3})");
   expect_error([&] { TensorStore s(dir); }, {"index.json", "weight_map"});
   test::write_bytes(dir / "model.safetensors.index.json", R"({"weight_map": )");

@@ -344,6 +344,13 @@ TEST(Tokenizer, RejectsMalformedTokenizerJson) {
   expect_error([&] { load_hf_tokenizer_json(p); }, {p.string(), "Regex"});
   write(p, R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "CTC"}})");
   expect_error([&] { load_hf_tokenizer_json(p); }, {p.string(), "decoder type 'CTC'"});
+  // Sequence inside Sequence, 10,000 deep: refused before it can exhaust the stack.
+  std::string nested;
+  for (int i = 0; i < 10000; ++i) nested += R"({"type": "Sequence", "normalizers": [)";
+  nested += R"({"type": "NFC"})";
+  for (int i = 0; i < 10000; ++i) nested += "]}";
+  write(p, R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": )" + nested + "}");
+  expect_error([&] { load_hf_tokenizer_json(p); }, {p.string(), "nest more than 16 deep"});
   expect_error([&] { load_hf_tokenizer_json(dir / "missing.json"); }, {"missing.json"});
   write(dir / "vocab.json", R"({"a": 0, "b": 1, "ab": 2})");
   write(dir / "merges.txt", "#version: 0.2\na b\na q\n");
@@ -387,6 +394,14 @@ TEST(Tokenizer, RejectsBadSentencePieceModel) {
   write(dir / "truncated.model", good.substr(0, good.size() / 2));
   expect_error([&] { load_sentencepiece(dir / "truncated.model"); }, {"truncated.model"});
   expect_error([&] { load_sentencepiece(dir / "absent.model"); }, {"absent.model", "cannot open"});
+  // A well-formed protobuf whose third piece starts with a NUL byte (found by fuzz_sentencepiece):
+  // libsentencepiece accepts the proto and then throws from its trie builder.
+  auto piece = [](const std::string& text, int type) {  // ModelProto.pieces: {1: piece, 2: score, 3: type}
+    std::string m = "\x0a" + std::string(1, char(text.size())) + text + std::string("\x15\0\0\0\0", 5) + "\x18" + char(type);
+    return "\x0a" + std::string(1, char(m.size())) + m;
+  };
+  write(dir / "nul.model", piece("<unk>", 2) + piece("<s>", 3) + piece(std::string("\0-s>", 4), 1));
+  expect_error([&] { load_sentencepiece(dir / "nul.model"); }, {"nul.model", "not a valid SentencePiece model"});
   expect_error([&] { load_tokenizer(dir); }, {"tokenizer.model"});  // via the folder
 }
 

@@ -141,11 +141,14 @@ TensorStore::TensorStore(const std::filesystem::path& dir) : dir_(dir) {
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
     if (!it.value().is_string()) fail("{}: weight_map['{}'] must be a file name", index.string(), it.key());
     std::string shard = it.value().get<std::string>();
-    if (shard.empty() || shard.find('/') != std::string::npos || shard.find("..") != std::string::npos)
-      fail("{}: weight_map['{}'] = '{}' must be a plain file name inside the folder", index.string(), it.key(), shard);
+    if (shard.empty() || shard.size() > 255 || shard.find('/') != std::string::npos ||
+        shard.find("..") != std::string::npos || shard.find('\0') != std::string::npos)
+      fail("{}: weight_map['{}'] = '{}' must be a plain file name (at most 255 bytes) inside the folder", index.string(),
+           it.key(), shard);
     auto s = shard_index.find(shard);
     if (s == shard_index.end()) {
-      if (!fs::exists(dir / shard))
+      std::error_code ec;
+      if (!fs::exists(dir / shard, ec))
         fail("{}: shard '{}' (for tensor '{}') does not exist", index.string(), shard, it.key());
       files_.push_back(std::make_unique<SafetensorsFile>(dir / shard));
       s = shard_index.emplace(shard, files_.size() - 1).first;
@@ -175,7 +178,7 @@ uint64_t TensorStore::total_bytes() const {
 }
 
 static std::string shape_str(const std::vector<int64_t>& s) {
-  return "[" + fmt::format("{}", fmt::join(s, ", ")) + "]";
+  return fmt::format("[{}]", fmt::join(s, ", "));
 }
 
 std::vector<float> TensorStore::load_f32(const std::string& name, const std::vector<int64_t>& shape) const {

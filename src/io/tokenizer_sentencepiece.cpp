@@ -28,7 +28,14 @@ class SentencePieceTokenizer final : public TokenizerBase {
     source = path.string();
     const std::string bytes = read_file(path, size_t(1) << 30);
     if (bytes.empty()) fail("{}: empty file, not a SentencePiece model", source);
-    const auto status = sp_.LoadFromSerializedProto(bytes);
+    sentencepiece::util::Status status;
+    try {
+      status = sp_.LoadFromSerializedProto(bytes);
+    } catch (const std::exception& e) {
+      // libsentencepiece checks the protobuf but not every piece: e.g. an empty piece makes its trie
+      // builder (darts-clone) throw. Found by fuzz_sentencepiece (fuzz/regressions).
+      fail("{}: not a valid SentencePiece model: {}", source, e.what());
+    }
     if (!status.ok()) fail("{}: not a valid SentencePiece model: {}", source, status.ToString());
     if (sp_.GetPieceSize() <= 0) fail("{}: the SentencePiece model has no pieces", source);
     std::vector<AddedToken> specials;

@@ -1,6 +1,7 @@
 // GPTQ against properties that can be checked exactly: with an identity Hessian it is round-to-
 // nearest; on correlated inputs its output error ‖WX - ŴX‖ is below RTN's; the layer-by-layer
 // pipeline quantizes a real model and beats RTN on held-out text.
+#include <algorithm>
 #include <random>
 
 #include "lowbit/core/error.h"
@@ -72,11 +73,15 @@ TEST(Gptq, LowerOutputErrorThanRtnOnCorrelatedInputs) {
   auto w = gaussian(size_t(rows * cols), 11, 0.05f);
   auto h = correlated_hessian(cols, 512, 3);
   for (const Case& c : {Case{"affine", 4, 32}, Case{"affine", 3, 0}, Case{"affine", 2, 32}, Case{"symmetric", 4, 0}}) {
-    for (bool act_order : {false, true}) {
-      SCOPED_TRACE(c.format + std::to_string(c.bits) + " g" + std::to_string(c.group) + (act_order ? " act-order" : ""));
+    for (int variant = 0; variant < 3; ++variant) {
+      const bool act_order = variant == 1;
+      const int clip_steps = variant == 2 ? 20 : 0;
+      SCOPED_TRACE(c.format + std::to_string(c.bits) + " g" + std::to_string(c.group) + (act_order ? " act-order" : "") +
+                   (clip_steps ? " clip-search" : ""));
       QuantSpec spec{.bits = c.bits, .group = c.group};
       GptqOptions opt;
       opt.act_order = act_order;
+      opt.clip_steps = clip_steps;
       opt.block = 32;  // several lazy batches, groups inside and across them
       GptqResult g = gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt);
       GptqResult r = rtn_uniform(w.data(), rows, cols, c.format, spec);
@@ -89,6 +94,40 @@ TEST(Gptq, LowerOutputErrorThanRtnOnCorrelatedInputs) {
       EXPECT_EQ(back, g.dequantized);
     }
   }
+}
+
+TEST(UniformGrid, ClipSearchNeverLosesAndClipsAnUnimportantOutlier) {
+  auto cost = [](const UniformGrid& g, const std::vector<double>& v, const std::vector<double>& wt) {
+    double e = 0;
+    for (size_t k = 0; k < v.size(); ++k) {
+      const double d = v[k] - double(g.value(g.code(float(v[k]))));
+      e += wt[k] * d * d;
+    }
+    return e;
+  };
+  for (const char* format : {"affine", "symmetric"})
+    for (int bits : {2, 3, 4}) {
+      SCOPED_TRACE(std::string(format) + std::to_string(bits));
+      auto f = gaussian(64, uint64_t(bits), 1.0f);
+      std::vector<double> v(f.begin(), f.end()), wt(64, 1.0);
+      v[5] = 5.0;  // one outlier, far from the rest
+      // steps = 0 is the plain min/max grid.
+      const UniformGrid plain = UniformGrid::fit(format, bits, *std::min_element(v.begin(), v.end()), 5.0);
+      const UniformGrid same = UniformGrid::fit_search(format, bits, v.data(), wt.data(), 64, 0, 0.5);
+      EXPECT_EQ(same.scale, plain.scale);
+      EXPECT_EQ(same.min, plain.min);
+      // The search keeps the best candidate, the unclipped grid among them: never worse.
+      const UniformGrid searched = UniformGrid::fit_search(format, bits, v.data(), wt.data(), 64, 20, 0.5);
+      EXPECT_LE(cost(searched, v, wt), cost(plain, v, wt));
+      // When the outlier's input is unimportant, the search clips it and the rest gain a finer step.
+      wt[5] = 1e-6;
+      const UniformGrid clipped = UniformGrid::fit_search(format, bits, v.data(), wt.data(), 64, 20, 0.5);
+      EXPECT_LT(clipped.scale, plain.scale);
+      EXPECT_LT(cost(clipped, v, wt), 0.9 * cost(plain, v, wt));
+      // Without weights (nullptr) every value counts once.
+      const UniformGrid unweighted = UniformGrid::fit_search(format, bits, v.data(), nullptr, 64, 20, 0.5);
+      EXPECT_LE(cost(unweighted, v, std::vector<double>(64, 1.0)), cost(plain, v, std::vector<double>(64, 1.0)));
+    }
 }
 
 TEST(Gptq, DeadInputsAndBadArguments) {

@@ -28,6 +28,37 @@ UniformGrid UniformGrid::fit(std::string_view format, int bits, double lo, doubl
   return g;
 }
 
+UniformGrid UniformGrid::fit_search(std::string_view format, int bits, const double* v, const double* weight, int64_t n,
+                                    int steps, double max_shrink) {
+  double lo = INFINITY, hi = -INFINITY;
+  for (int64_t k = 0; k < n; ++k) {
+    lo = std::min(lo, v[k]);
+    hi = std::max(hi, v[k]);
+  }
+  if (n == 0) lo = hi = 0;
+  UniformGrid best = fit(format, bits, lo, hi);
+  if (steps <= 0) return best;
+  auto cost = [&](const UniformGrid& g, double limit) {
+    double e = 0;
+    for (int64_t k = 0; k < n && e < limit; ++k) {
+      const double d = v[k] - double(g.value(g.code(float(v[k]))));
+      e += (weight ? weight[k] : 1.0) * d * d;
+    }
+    return e;
+  };
+  double best_cost = cost(best, INFINITY);
+  for (int s = 1; s <= steps; ++s) {
+    const double p = 1.0 - max_shrink * double(s) / double(steps);
+    const UniformGrid g = fit(format, bits, lo * p, hi * p);
+    const double c = cost(g, best_cost);  // stops early once it cannot win
+    if (c < best_cost) {
+      best_cost = c;
+      best = g;
+    }
+  }
+  return best;
+}
+
 uint8_t UniformGrid::code(float x) const {
   if (format == "affine") {
     const int max_code = (1 << bits) - 1;

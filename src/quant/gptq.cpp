@@ -76,15 +76,17 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   const std::vector<double> u = inverse_cholesky_upper(std::move(h), cols, opt.damp);
 
   std::vector<UniformGrid> grids(static_cast<size_t>(n_grids));
+  // Importance of each input column for the clipping search: diag(H), its mean square activation.
+  std::vector<double> importance(static_cast<size_t>(cols));
+  for (int64_t c = 0; c < cols; ++c) importance[size_t(c)] = hessian[size_t(c * cols + c)];
   auto fit_group = [&](int64_t r, int64_t g, bool from_input) {  // from the (updated) weights of group g of row r
-    double lo = INFINITY, hi = -INFINITY;
-    for (int64_t c = g * groups.size; c < std::min(cols, (g + 1) * groups.size); ++c) {
-      // Without act-order the processing index of a column is the column itself.
-      const double v = from_input ? double(w_in[r * cols + c]) : w[size_t(r * cols + c)];
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
-    }
-    grids[size_t(r * groups.per_row + g)] = UniformGrid::fit(format, spec.bits, lo, hi);
+    const int64_t c0 = g * groups.size, c1 = std::min(cols, (g + 1) * groups.size);
+    thread_local std::vector<double> v;
+    v.resize(size_t(c1 - c0));
+    // Without act-order the processing index of a column is the column itself.
+    for (int64_t c = c0; c < c1; ++c) v[size_t(c - c0)] = from_input ? double(w_in[r * cols + c]) : w[size_t(r * cols + c)];
+    grids[size_t(r * groups.per_row + g)] = UniformGrid::fit_search(format, spec.bits, v.data(), &importance[size_t(c0)],
+                                                                    c1 - c0, opt.clip_steps, opt.clip_max_shrink);
   };
   if (groups.per_tensor) {
     double lo = INFINITY, hi = -INFINITY;

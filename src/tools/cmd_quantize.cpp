@@ -142,6 +142,11 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--damp", a->opt.gptq.damp, "gptq: dampening, fraction of mean diag(H)")->capture_default_str();
   cmd->add_option("--block-size", a->opt.gptq.block, "gptq: columns per lazy batch")->capture_default_str();
   cmd->add_flag("--act-order", a->opt.gptq.act_order, "gptq: columns by decreasing Hessian diagonal (static groups)");
+  cmd->add_option("--clip-search", a->opt.gptq.clip_steps,
+                  "gptq: steps of the search for each group's clipping range, minimising the error weighted by each "
+                  "input's mean square activation (0 = off: the group's min and max)")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
   cmd->add_flag("!--no-true-sequential", a->opt.gptq.true_sequential,
                 "gptq: gather every Hessian of a layer from the float layer at once");
   cmd->add_flag("--force", a->opt.force, "replace an existing output folder");

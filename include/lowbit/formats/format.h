@@ -82,6 +82,13 @@ struct UniformGrid {
   float scale = 0, min = 0;  // symmetric: min is 0
   // The grid for values in [lo, hi] (symmetric: absmax = max(|lo|, |hi|)); F16 parameters.
   static UniformGrid fit(std::string_view format, int bits, double lo, double hi);
+  // The grid for values v[0..n) that minimises sum_k weight[k] * (v[k] - dequantized v[k])^2 among
+  // the ranges [p * lo, p * hi], p = 1, 1 - max_shrink / steps, ..., 1 - max_shrink (clipping the
+  // extremes can cost them little and buy every other value a finer step). weight == nullptr: all 1.
+  // steps == 0 is fit() on [min v, max v]. The search of GPTQ's authors (quant.py, "mse"), with
+  // lowbit's weighted squared error in place of their |err|^2.4.
+  static UniformGrid fit_search(std::string_view format, int bits, const double* v, const double* weight, int64_t n,
+                                int steps, double max_shrink);
   uint8_t code(float x) const;        // nearest grid point's stored code
   float value(uint8_t code) const;    // what dequantize gives for that code
 };

@@ -23,6 +23,10 @@ struct GptqOptions {
   // Layer by layer: quantize a layer's linears in the order they read their inputs (q/k/v, o,
   // gate/up, down), each Hessian gathered after the earlier ones were quantized.
   bool true_sequential = true;
+  // Clipping search for each group's grid (UniformGrid::fit_search) weighted by the Hessian's
+  // diagonal (each input's mean square activation): 0 = off, else the number of shrink steps.
+  int clip_steps = 0;
+  double clip_max_shrink = 0.5;
 };
 
 struct GptqResult {

@@ -130,6 +130,33 @@ TEST(UniformGrid, ClipSearchNeverLosesAndClipsAnUnimportantOutlier) {
     }
 }
 
+TEST(Gptq, DiagonalOnlyIsRoundToNearestOnWeightedGrids) {
+  const int64_t rows = 16, cols = 64;
+  auto w = gaussian(size_t(rows * cols), 21, 0.05f);
+  auto h = correlated_hessian(cols, 256, 5);
+  for (const Case& c : {Case{"affine", 4, 32}, Case{"affine", 3, 0}, Case{"symmetric", 4, 16}}) {
+    SCOPED_TRACE(c.format + std::to_string(c.bits) + " g" + std::to_string(c.group));
+    QuantSpec spec{.bits = c.bits, .group = c.group};
+    GptqOptions opt;
+    opt.diagonal_only = true;
+    // No error feedback and plain grids: exactly round-to-nearest, whatever H is.
+    GptqResult d = gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt);
+    GptqResult r = rtn_uniform(w.data(), rows, cols, c.format, spec);
+    EXPECT_EQ(d.dequantized, r.dequantized);
+    // With the grids searched, the error weighted by diag(H) can only go down, group by group.
+    opt.clip_steps = 20;
+    GptqResult s = gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt);
+    double es = 0, er = 0;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t k = 0; k < cols; ++k) {
+        const double hk = h[size_t(k * cols + k)], wi = w[size_t(i * cols + k)];
+        es += hk * (wi - s.dequantized[size_t(i * cols + k)]) * (wi - s.dequantized[size_t(i * cols + k)]);
+        er += hk * (wi - r.dequantized[size_t(i * cols + k)]) * (wi - r.dequantized[size_t(i * cols + k)]);
+      }
+    EXPECT_LT(es, er);
+  }
+}
+
 TEST(Gptq, DeadInputsAndBadArguments) {
   const int64_t rows = 4, cols = 16;
   auto w = gaussian(size_t(rows * cols), 5);

@@ -67,6 +67,10 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   if (opt.act_order)
     for (int64_t a = 0; a < cols; ++a)
       for (int64_t b = 0; b < cols; ++b) h[size_t(a * cols + b)] = hessian[size_t(perm[size_t(a)] * cols + perm[size_t(b)])];
+  if (opt.diagonal_only)
+    for (int64_t a = 0; a < cols; ++a)
+      for (int64_t b = 0; b < cols; ++b)
+        if (a != b) h[size_t(a * cols + b)] = 0;
   // Inputs that never fired carry no information: fix their diagonal, zero their weights.
   for (int64_t k = 0; k < cols; ++k)
     if (h[size_t(k * cols + k)] == 0) {

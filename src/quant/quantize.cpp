@@ -80,8 +80,8 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
 
   // Calibrated methods first: they quantize the linear layers of the float model layer by layer.
   std::map<std::string, GptqResult> calibrated;
-  if (opt.method == "gptq") {
-    if (opt.calib.file.empty()) fail("--method gptq needs calibration text (--calib FILE)");
+  if (opt.method == "gptq" || opt.method == "imatrix") {
+    if (opt.calib.file.empty()) fail("--method {} needs calibration text (--calib FILE)", opt.method);
     auto tok = load_tokenizer(in);
     auto windows = calibration_windows(*tok, opt.calib);
     auto model = load_causal_lm_layerwise(in);
@@ -90,12 +90,19 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       if (!s) return std::nullopt;
       ResolvedScheme rs = resolve_scheme(*s, opt.group_size);
       if (rs.format != "affine" && rs.format != "symmetric")
-        fail("--method gptq: scheme '{}' for '{}' is not uniform (affine or symmetric); use --method rtn", *s, name);
+        fail("--method {}: scheme '{}' for '{}' is not uniform (affine or symmetric); use --method rtn", opt.method,
+             *s, name);
       return rs;
     };
-    calibrated = gptq_layerwise(*model, windows, scheme_for, opt.gptq, opt.progress);
+    GptqOptions g = opt.gptq;
+    if (opt.method == "imatrix") {  // importance-weighted RTN: the same pipeline, diag(H) only, grids searched
+      g.diagonal_only = true;
+      g.act_order = false;
+      if (g.clip_steps == 0) g.clip_steps = 20;
+    }
+    calibrated = gptq_layerwise(*model, windows, scheme_for, g, opt.progress);
   } else if (opt.method != "rtn") {
-    fail("unknown method '{}' (expected rtn or gptq)", opt.method);
+    fail("unknown method '{}' (expected rtn, gptq or imatrix)", opt.method);
   }
 
   Progress progress("quantize", tensors.size(), opt.progress);

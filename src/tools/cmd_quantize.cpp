@@ -132,8 +132,10 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--override", a->overrides, "PATTERN=SCHEME: another scheme for matching tensors (repeatable)");
   cmd->add_flag("--quantize-embeddings", a->opt.quantize_embeddings, "quantize the token embeddings too");
   cmd->add_flag("--quantize-lm-head", a->opt.quantize_lm_head, "quantize lm_head too");
-  cmd->add_option("--method", a->opt.method, "rtn (round to nearest) or gptq (calibrated, layer by layer)")
-      ->check(CLI::IsMember({"rtn", "gptq"}))
+  cmd->add_option("--method", a->opt.method,
+                  "rtn (round to nearest), gptq (calibrated, layer by layer) or imatrix (calibrated: round to "
+                  "nearest on grids that minimise the error weighted by each input's mean square activation)")
+      ->check(CLI::IsMember({"rtn", "gptq", "imatrix"}))
       ->capture_default_str();
   cmd->add_option("--calib", a->calib, "calibration text for gptq (default: ../shared/datasets/wikitext-2/wiki.valid.tokens)");
   cmd->add_option("--calib-samples", a->opt.calib.samples, "calibration windows")->capture_default_str();

@@ -27,6 +27,10 @@ struct GptqOptions {
   // diagonal (each input's mean square activation): 0 = off, else the number of shrink steps.
   int clip_steps = 0;
   double clip_max_shrink = 0.5;
+  // Only diag(H) is used: no error feedback between columns, so each weight is rounded to the
+  // nearest point of its group's grid, and with clip_steps the grids minimise the error weighted by
+  // each input's mean square activation: importance-weighted RTN (llama.cpp's imatrix idea).
+  bool diagonal_only = false;
 };
 
 struct GptqResult {

@@ -21,7 +21,7 @@ struct QuantizeOptions {
   int64_t group_size = 0;       // > 0: overrides the group of every scheme written without "@G"
   bool quantize_embeddings = false, quantize_lm_head = false;
   std::vector<RecipeRule> rules;  // --keep / --override, in order
-  std::string method = "rtn";     // "rtn" or "gptq" (calibrated, layer by layer)
+  std::string method = "rtn";     // "rtn", "gptq" or "imatrix" (both calibrated, layer by layer)
   CalibrationOptions calib;       // for gptq
   GptqOptions gptq;
   bool force = false;             // replace an existing OUT

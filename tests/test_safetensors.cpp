@@ -87,6 +87,9 @@ TEST(Safetensors, ShardedIndex) {
   expect_error([&] { TensorStore s(dir); }, {"index.json", "nope.safetensors", "does not exist"});
   test::write_bytes(dir / "model.safetensors.index.json", R"({"weight_map": {"x.weight": "../etc/passwd"}})");
   expect_error([&] { TensorStore s(dir); }, {"index.json", "plain file name"});
+  // Nesting a million levels deep: refused by the depth scan, not by a stack overflow.
+  test::write_bytes(dir / "model.safetensors.index.json", std::string(1000000, '[') + std::string(1000000, ']'));
+  expect_error([&] { TensorStore s(dir); }, {"index.json", "JSON nests deeper than 64 levels"});
   // A name longer than any file system allows (found by fuzz_safetensors_index: std::filesystem threw).
   test::write_bytes(dir / "model.safetensors.index.json", R"({"weight_map": {"x.weight": ")" + std::string(300, 'a') + "\"}}");
   expect_error([&] { TensorStore s(dir); }, {"index.json", "at most 255 bytes"});

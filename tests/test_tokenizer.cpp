@@ -344,13 +344,19 @@ TEST(Tokenizer, RejectsMalformedTokenizerJson) {
   expect_error([&] { load_hf_tokenizer_json(p); }, {p.string(), "Regex"});
   write(p, R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "CTC"}})");
   expect_error([&] { load_hf_tokenizer_json(p); }, {p.string(), "decoder type 'CTC'"});
-  // Sequence inside Sequence, 10,000 deep: refused before it can exhaust the stack.
-  std::string nested;
-  for (int i = 0; i < 10000; ++i) nested += R"({"type": "Sequence", "normalizers": [)";
-  nested += R"({"type": "NFC"})";
-  for (int i = 0; i < 10000; ++i) nested += "]}";
-  write(p, R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": )" + nested + "}");
+  // Sequence inside Sequence: 20 deep is refused by the tokenizer's own limit, 10,000 deep by the
+  // JSON depth scan before anything recursive (copying, printing) can exhaust the stack.
+  auto nested = [](int levels) {
+    std::string s;
+    for (int i = 0; i < levels; ++i) s += R"({"type": "Sequence", "normalizers": [)";
+    s += R"({"type": "NFC"})";
+    for (int i = 0; i < levels; ++i) s += "]}";
+    return R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": )" + s + "}";
+  };
+  write(p, nested(20));
   expect_error([&] { load_hf_tokenizer_json(p); }, {p.string(), "nest more than 16 deep"});
+  write(p, nested(10000));
+  expect_error([&] { load_hf_tokenizer_json(p); }, {p.string(), "JSON nests deeper than 64 levels"});
   expect_error([&] { load_hf_tokenizer_json(dir / "missing.json"); }, {"missing.json"});
   write(dir / "vocab.json", R"({"a": 0, "b": 1, "ab": 2})");
   write(dir / "merges.txt", "#version: 0.2\na b\na q\n");

@@ -1,4 +1,5 @@
 #include "lowbit/formats/weights.h"
+#include "lowbit/io/json.h"
 
 #include <cmath>
 #include <fmt/ranges.h>
@@ -56,7 +57,7 @@ WeightStore::WeightStore(const std::filesystem::path& dir) : store_(dir) {
       const std::string where = fmt::format("{}: __metadata__ '{}'", file->path().string(), key);
       json j;
       try {
-        j = json::parse(value);
+        j = parse_json(value, where);
       } catch (const json::exception& e) {
         fail("{}: not valid JSON: {}", where, e.what());
       }

@@ -2,6 +2,7 @@
 // Defaults are transformers' BertConfig / DistilBertConfig defaults, so an old or minimal config.json
 // reads as transformers would read it.
 #include "lowbit/io/encoder_config.h"
+#include "lowbit/io/json.h"
 
 #include <fmt/ranges.h>
 
@@ -180,7 +181,7 @@ std::string read_architecture(const fs::path& dir_or_file) {
   const fs::path p = config_path(dir_or_file);
   json j;
   try {
-    j = json::parse(read_file(p, 16u << 20));
+    j = parse_json(read_file(p, 16u << 20), p.string());
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", p.string(), e.what());
   }

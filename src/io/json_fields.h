@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/json.h"
 
 namespace lowbit::detail {
 
@@ -65,7 +66,7 @@ struct JsonFields {
 inline nlohmann::json parse_json_object(const std::string& text, const std::string& file) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = parse_json(text, file);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON: {}", file, e.what());
   }

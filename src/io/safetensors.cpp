@@ -1,4 +1,5 @@
 #include "lowbit/io/safetensors.h"
+#include "lowbit/io/json.h"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
@@ -35,7 +36,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : map_(path)
 
   json j;
   try {
-    j = json::parse(hdr, hdr + header_len);
+    j = parse_json(std::string_view(hdr, size_t(header_len)), file);
   } catch (const json::exception& e) {
     fail("{}: header is not valid JSON: {}", file, e.what());
   }
@@ -131,7 +132,7 @@ TensorStore::TensorStore(const std::filesystem::path& dir) : dir_(dir) {
   if (!fs::exists(index)) fail("{}: no model.safetensors or model.safetensors.index.json", dir.string());
   json j;
   try {
-    j = json::parse(read_file(index, 64u << 20));
+    j = parse_json(read_file(index, 64u << 20), index.string());
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", index.string(), e.what());
   }

@@ -1,6 +1,7 @@
 // Tokenizer loading: which file of a checkpoint folder to read, what tokenizer_config.json adds
 // (add_bos_token, the BOS/EOS strings), and tokenizers built from GGUF vocabularies.
 #include "lowbit/io/tokenizer.h"
+#include "lowbit/io/json.h"
 
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -34,7 +35,7 @@ void apply_tokenizer_config(const fs::path& path, detail::TokenizerBase* tok) {
   const std::string file = path.string();
   json cfg;
   try {
-    cfg = json::parse(read_file(path, size_t(64) << 20));
+    cfg = parse_json(read_file(path, size_t(64) << 20), path.string());
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", file, e.what());
   }

@@ -24,6 +24,7 @@
 #include <unordered_map>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/json.h"
 #include "lowbit/core/file.h"
 #include "tokenizer_internal.h"
 #include "tokenizer_wordpiece.h"
@@ -1084,7 +1085,7 @@ std::unique_ptr<TokenizerBase> load_hf_tokenizer_json_impl(const std::filesystem
   const std::string file = path.string();
   json j;
   try {
-    j = json::parse(read_file(path, size_t(1) << 30));
+    j = parse_json(read_file(path, size_t(1) << 30), path.string());
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", file, e.what());
   }
@@ -1184,7 +1185,7 @@ std::unique_ptr<TokenizerBase> load_gpt2_vocab_merges_impl(const std::filesystem
   spec.source = fmt::format("{} + {}", vocab_json.string(), merges_txt.string());
   json j;
   try {
-    j = json::parse(read_file(vocab_json, size_t(1) << 30));
+    j = parse_json(read_file(vocab_json, size_t(1) << 30), vocab_json.string());
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", vocab_json.string(), e.what());
   }

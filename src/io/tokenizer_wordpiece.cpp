@@ -29,6 +29,7 @@
 #include <unordered_map>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/json.h"
 #include "lowbit/core/file.h"
 
 namespace lowbit::detail {
@@ -646,7 +647,7 @@ std::unique_ptr<TokenizerBase> load_wordpiece_vocab_txt(const fs::path& vocab_tx
   const bool have_cfg = !config_json.empty() && fs::exists(config_json, ec);
   if (have_cfg) {
     try {
-      cfg = json::parse(read_file(config_json, size_t(64) << 20));
+      cfg = parse_json(read_file(config_json, size_t(64) << 20), config_json.string());
     } catch (const json::exception& e) {
       fail("{}: not valid JSON: {}", cfg_file, e.what());
     }

@@ -1,4 +1,5 @@
 #include "lowbit/quant/quantize.h"
+#include "lowbit/io/json.h"
 
 #include <chrono>
 #include <cmath>
@@ -50,7 +51,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
   const fs::path config_path = in / "config.json";
   json config;
   try {
-    config = json::parse(read_file(config_path, 16u << 20));
+    config = parse_json(read_file(config_path, 16u << 20), config_path.string());
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", config_path.string(), e.what());
   }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/tokenizer.h"
 
 namespace lowbit::fuzz {
 
@@ -66,6 +67,16 @@ void expect_clean(F&& fn) {
   } catch (const lowbit::Error&) {
     // Rejected with lowbit's own error (message names file and field): the wanted outcome.
   }
+}
+
+// A tokenizer that loaded must also work: encode `text` (with the special-token template when asked),
+// every id inside the vocabulary, and decode the ids both ways.
+inline void exercise_tokenizer(const Tokenizer& tok, std::string_view text, bool with_special) {
+  const std::vector<int32_t> ids = with_special ? tok.encode_with_special(text) : tok.encode(text);
+  for (int32_t id : ids)
+    if (id < 0 || id >= tok.vocab_size()) std::abort();  // an id outside the vocabulary
+  tok.decode(ids, false);
+  tok.decode(ids, true);
 }
 
 inline std::string_view as_view(const uint8_t* data, size_t size) {

@@ -106,7 +106,7 @@ void fsync_dir(const fs::path& dir) {
   }
 }
 
-// Whether `name` is ".<base>.tmp-XXXXXXXX" or ".<base>.old-XXXXXXXX" (8 hex digits).
+// Whether `name` is ".<base>.tmp-" or ".<base>.old-" followed by exactly 8 hex digits (the random suffix).
 bool is_temp_sibling(const std::string& name, const std::string& base) {
   for (const char* kind : {".tmp-", ".old-"}) {
     const std::string prefix = "." + base + kind;

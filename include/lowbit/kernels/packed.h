@@ -1,0 +1,65 @@
+#pragma once
+// Matrix products straight on stored weights ("packed": the bytes of the checkpoint, usually inside
+// its mmap'd safetensors file), with no float copy of the matrix ever made:
+//   F32 / F16 / BF16   float weights as stored;
+//   U8                 8-bit codes, one byte each:  w = (code - zero) * scale[g] + offset[g]
+//   U4                 4-bit codes, two per byte (low nibble first, format.h's bit streams):
+//                      w = lut[code] * scale[g] + offset[g]
+// where g is the group of the input column (groups of `group` inputs along a row; the last one of a
+// row may be shorter) and offset is absent (0) for symmetric formats. One U4 kernel covers affine
+// int4 (lut = 0..15 and offset = min), symmetric int4 (lut = code - 8) and NF4 / FP4 (lut = code
+// book, scale = block absmax).
+//
+// Each variant (ref: the scalar oracle; avx2; avx512) lives in its own file under src/kernels/ and
+// is chosen once at start-up from the CPU's features (packed_kernels_best). A vector variant takes a
+// matrix when its groups are whole vector chunks (group a multiple of 32 inputs, or one group per row)
+// and hands any other to the reference.
+#include <cstddef>
+#include <cstdint>
+
+namespace lowbit {
+
+enum class PackedKind : uint8_t { F32, F16, BF16, U8, U4 };
+const char* packed_kind_name(PackedKind k);
+
+struct PackedMatrix {
+  PackedKind kind = PackedKind::F32;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* data = nullptr;  // row r starts at data + r * row_bytes
+  size_t row_bytes = 0;
+  // U8 / U4 only:
+  int64_t group = 0;              // inputs per group (>= 1; cols for one group per row)
+  const float* scale = nullptr;   // [rows][groups()]
+  const float* offset = nullptr;  // [rows][groups()], or nullptr: no offset
+  int zero = 0;                   // U8: the code of 0
+  float lut[16] = {};             // U4: the value of each code, before scaling
+
+  int64_t groups() const { return group > 0 ? (cols + group - 1) / group : 1; }
+  // Bytes one pass over the matrix reads (codes and scales).
+  uint64_t bytes() const;
+};
+
+struct PackedKernels {
+  const char* name;
+  // Whether this variant takes `w` (the reference takes everything).
+  bool (*supports)(const PackedMatrix& w);
+  // y[i * ldy + (r - r0)] (= or +=) Σ_c W[r][c] · x[i * ldx + c] for i < m, r in [r0, r1).
+  void (*matvec)(const PackedMatrix& w, const float* x, size_t m, size_t ldx, int64_t r0, int64_t r1, float* y,
+                 size_t ldy, bool accumulate);
+  // out[(r - r0) * cols + c] = W[r][c] for r in [r0, r1): a tile of rows as float32 (for prefill).
+  void (*dequant)(const PackedMatrix& w, int64_t r0, int64_t r1, float* out);
+};
+
+const PackedKernels& packed_kernels_ref();
+const PackedKernels& packed_kernels_avx2();
+const PackedKernels& packed_kernels_avx512();
+// Whether the CPU can run a variant ("ref", "avx2", "avx512").
+bool packed_kernels_available(const PackedKernels& k);
+// The fastest variant this CPU runs (LOWBIT_KERNELS=ref|avx2|avx512 forces one it can run).
+const PackedKernels& packed_kernels_best();
+
+// Reference pieces the vector variants share for the parts they leave scalar.
+float packed_value(const PackedMatrix& w, int64_t r, int64_t c);  // W[r][c]
+uint8_t packed_code(const PackedMatrix& w, const uint8_t* row, int64_t c);  // U8 / U4 code of column c
+
+}  // namespace lowbit

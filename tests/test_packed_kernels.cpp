@@ -1,0 +1,165 @@
+// Conformance of the packed-weight kernels: every variant this CPU runs against the scalar reference,
+// for every kind, on shapes chosen to break them (1, 3, 33 rows; widths around the vector steps,
+// 172-wide rows, groups that leave a short last group), outputs pre-filled with NaN. dequant must be
+// bit-exact; matvec within a bound that grows with the dot length.
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "lowbit/core/dtype.h"
+#include "lowbit/kernels/packed.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+struct Owned {
+  PackedMatrix m;
+  std::vector<uint8_t> data;
+  std::vector<float> scale, offset;
+};
+
+Owned make(PackedKind kind, int64_t rows, int64_t cols, int64_t group, bool with_offset, std::mt19937& rng) {
+  Owned o;
+  PackedMatrix& m = o.m;
+  m.kind = kind;
+  m.rows = rows;
+  m.cols = cols;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  switch (kind) {
+    case PackedKind::F32: m.row_bytes = size_t(cols) * 4; break;
+    case PackedKind::F16:
+    case PackedKind::BF16: m.row_bytes = size_t(cols) * 2; break;
+    case PackedKind::U8: m.row_bytes = size_t(cols); break;
+    case PackedKind::U4: m.row_bytes = size_t(cols + 1) / 2; break;
+  }
+  o.data.resize(size_t(rows) * m.row_bytes);
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* row = o.data.data() + size_t(r) * m.row_bytes;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = normal(rng);
+      if (kind == PackedKind::F32) std::memcpy(row + 4 * c, &v, 4);
+      if (kind == PackedKind::F16 || kind == PackedKind::BF16) {
+        const uint16_t h = kind == PackedKind::F16 ? f32_to_f16(v) : f32_to_bf16(v);
+        std::memcpy(row + 2 * c, &h, 2);
+      }
+      if (kind == PackedKind::U8) row[c] = uint8_t(byte(rng));
+    }
+    if (kind == PackedKind::U4)
+      for (size_t b = 0; b < m.row_bytes; ++b) row[b] = uint8_t(byte(rng) & (b * 2 + 1 < size_t(cols) ? 0xFF : 0x0F));
+  }
+  if (kind == PackedKind::U8 || kind == PackedKind::U4) {
+    m.group = group;
+    o.scale.resize(size_t(rows * m.groups()));
+    for (auto& s : o.scale) s = 0.01f + std::fabs(normal(rng)) * 0.1f;
+    if (with_offset) {
+      o.offset.resize(o.scale.size());
+      for (auto& v : o.offset) v = normal(rng);
+    }
+    m.zero = kind == PackedKind::U8 ? 128 : 0;
+    for (int i = 0; i < 16; ++i) m.lut[i] = normal(rng);  // any code book: NF4-like, affine (0..15), symmetric
+  }
+  m.data = o.data.data();
+  m.scale = o.scale.empty() ? nullptr : o.scale.data();
+  m.offset = o.offset.empty() ? nullptr : o.offset.data();
+  return o;
+}
+
+std::vector<const PackedKernels*> variants() {
+  std::vector<const PackedKernels*> v;
+  for (const PackedKernels* k : {&packed_kernels_ref(), &packed_kernels_avx2(), &packed_kernels_avx512()})
+    if (packed_kernels_available(*k)) v.push_back(k);
+  return v;
+}
+
+TEST(PackedKernels, EveryVariantMatchesTheReference) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const PackedKernels& ref = packed_kernels_ref();
+  int checked = 0, vector_checked = 0;
+  for (PackedKind kind : {PackedKind::F32, PackedKind::F16, PackedKind::BF16, PackedKind::U8, PackedKind::U4})
+    for (int64_t rows : {1, 3, 4, 33})
+      for (int64_t cols : {1, 15, 16, 31, 32, 33, 64, 95, 172, 300})
+        for (int64_t group : {int64_t(0), int64_t(32), int64_t(64), int64_t(128), int64_t(100)}) {
+          const bool quant = kind == PackedKind::U8 || kind == PackedKind::U4;
+          if (!quant && group != 0) continue;
+          const int64_t g = group == 0 ? cols : group;
+          for (bool with_offset : {false, true}) {
+            if (!quant && with_offset) continue;
+            Owned o = make(kind, rows, cols, g, with_offset, rng);
+            std::vector<float> want_deq(size_t(rows * cols), nan);
+            ref.dequant(o.m, 0, rows, want_deq.data());
+            for (int64_t r = 0; r < rows; ++r)
+              for (int64_t c = 0; c < cols; ++c) ASSERT_FALSE(std::isnan(want_deq[size_t(r * cols + c)]));
+            for (size_t m : {size_t(1), size_t(3)}) {
+              const size_t ldx = size_t(cols) + 5, ldy = size_t(rows) + 2;
+              std::vector<float> x(m * ldx, nan);  // the padding past cols must not be read
+              for (size_t i = 0; i < m; ++i)
+                for (int64_t c = 0; c < cols; ++c) x[i * ldx + size_t(c)] = normal(rng);
+              std::vector<float> want(m * ldy, nan);
+              ref.matvec(o.m, x.data(), m, ldx, 0, rows, want.data(), ldy, false);
+              for (const PackedKernels* k : variants()) {
+                if (!k->supports(o.m)) continue;
+                SCOPED_TRACE(fmt::format("{} kind {} rows {} cols {} group {} offset {} m {}", k->name,
+                                         packed_kind_name(kind), rows, cols, g, with_offset, m));
+                // Rows [1, rows) as well as all of them: a range that starts off the 4-row blocks.
+                for (int64_t r0 : {int64_t(0), std::min<int64_t>(1, rows - 1)}) {
+                  std::vector<float> got(m * ldy, nan);
+                  k->matvec(o.m, x.data(), m, ldx, r0, rows, got.data(), ldy, false);
+                  std::vector<float> acc(m * ldy, 1.5f);
+                  k->matvec(o.m, x.data(), m, ldx, r0, rows, acc.data(), ldy, true);
+                  for (size_t i = 0; i < m; ++i)
+                    for (int64_t r = r0; r < rows; ++r) {
+                      // Σ of the magnitudes of the terms the kernels may add: value·x, or for codes
+                      // (|base|·scale + |offset|)·|x| (they sum scale·Σ base·x and offset·Σ x apart).
+                      double mag = 0;
+                      for (int64_t c = 0; c < cols; ++c) {
+                        double term = std::fabs(double(want_deq[size_t(r * cols + c)]));
+                        if (quant) {
+                          const uint8_t code = packed_code(o.m, o.m.data + size_t(r) * o.m.row_bytes, c);
+                          const double base = kind == PackedKind::U8 ? double(int(code) - o.m.zero) : o.m.lut[code];
+                          const size_t gi = size_t(r * o.m.groups() + c / g);
+                          term = std::fabs(base) * o.scale[gi] + (with_offset ? std::fabs(o.offset[gi]) : 0.0);
+                        }
+                        mag += term * std::fabs(x[i * ldx + size_t(c)]);
+                      }
+                      const double tol = 1.2e-7 * double(cols + 8) * mag + 1e-30;
+                      const float w = want[i * ldy + size_t(r)];
+                      ASSERT_NEAR(got[i * ldy + size_t(r - r0)], w, tol) << "row " << r << " input " << i;
+                      ASSERT_NEAR(acc[i * ldy + size_t(r - r0)], 1.5 + w, tol + 2e-7) << "row " << r;
+                    }
+                  for (size_t i = 0; i < m; ++i)  // nothing written past the range
+                    for (size_t r = size_t(rows - r0); r < ldy; ++r) ASSERT_TRUE(std::isnan(got[i * ldy + r]));
+                }
+                const int64_t d0 = rows > 1 ? 1 : 0;
+                std::vector<float> deq(size_t((rows - d0) * cols), nan);
+                k->dequant(o.m, d0, rows, deq.data());
+                for (size_t e = 0; e < deq.size(); ++e)
+                  ASSERT_EQ(deq[e], want_deq[size_t(d0 * cols) + e]) << "element " << e;
+                ++checked;
+                if (k != &ref) ++vector_checked;
+              }
+            }
+          }
+        }
+  EXPECT_GT(checked, 500);
+  if (variants().size() > 1) {
+    EXPECT_GT(vector_checked, 300);
+  }
+}
+
+TEST(PackedKernels, VectorVariantsDeclineGroupsThatSplitTheirSteps) {
+  std::mt19937 rng(1);
+  Owned o = make(PackedKind::U4, 2, 300, 100, true, rng);
+  for (const PackedKernels* k : variants())
+    if (k != &packed_kernels_ref()) {
+      EXPECT_FALSE(k->supports(o.m)) << k->name;
+    }
+  EXPECT_TRUE(packed_kernels_ref().supports(o.m));
+  EXPECT_TRUE(packed_kernels_available(packed_kernels_best()));
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -29,6 +29,28 @@ int64_t find_non_finite(const float* x, size_t n) {
   return -1;
 }
 
+int64_t find_non_finite_bits(const void* data, size_t n, size_t elem_bytes, uint32_t mask) {
+  if (elem_bytes == 4 && mask == 0x7f800000u) return find_non_finite(static_cast<const float*>(data), n);
+  const auto* p = static_cast<const uint8_t*>(data);
+  constexpr size_t kBlock = 4096;
+  for (size_t b = 0; b < n; b += kBlock) {
+    const size_t e = b + kBlock < n ? b + kBlock : n;
+    uint32_t bad = 0;
+    for (size_t i = b; i < e; ++i) {
+      uint16_t u;
+      std::memcpy(&u, p + 2 * i, 2);
+      bad |= uint32_t((u & mask) == mask);
+    }
+    if (bad)
+      for (size_t i = b; i < e; ++i) {
+        uint16_t u;
+        std::memcpy(&u, p + 2 * i, 2);
+        if ((u & mask) == mask) return int64_t(i);
+      }
+  }
+  return -1;
+}
+
 void check_finite_activations(const float* x, int rows, int cols, int pos0, std::string_view layer_prefix, int layer) {
   const int64_t i = find_non_finite(x, size_t(rows) * size_t(cols));
   if (i < 0) return;

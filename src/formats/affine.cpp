@@ -101,6 +101,16 @@ void dequantize_affine_ref(const QuantizedTensor& q, float* out) {
   });
 }
 
+CodeParams code_params_affine(const QuantizedTensor& q) {
+  check_quantized_header(q, "affine", kMinBits, kMaxBits);
+  const Groups groups(q.rows, q.cols, q.spec.group);
+  CodeParams p;
+  p.scale = load_param_part(q, q.require("scale", groups.param_shape(), DType::F16, DType::F32));
+  p.offset = load_param_part(q, q.require("min", groups.param_shape(), DType::F16, DType::F32));
+  for (int c = 0; c < (1 << q.spec.bits); ++c) p.table.push_back(float(c));
+  return p;
+}
+
 double bits_per_weight_affine(int64_t rows, int64_t cols, const QuantSpec& spec) {
   check_quantize_args("affine", rows, cols, spec, kMinBits, kMaxBits);
   const Groups groups(rows, cols, spec.group);

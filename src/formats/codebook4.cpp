@@ -148,7 +148,8 @@ QuantizedTensor quantize_codebook4(const CodeBook4& book, const float* w, int64_
   return out;
 }
 
-void dequantize_codebook4(const CodeBook4& book, const QuantizedTensor& q, float* out) {
+// The absmax of every block, validated (exact, or reconstructed from the double quantization).
+std::vector<float> codebook4_absmax(const CodeBook4& book, const QuantizedTensor& q) {
   check_quantized_header(q, book.format, 4, 4);
   const Groups groups(q.rows, q.cols, q.spec.group);
   const int64_t n = groups.count();
@@ -169,6 +170,12 @@ void dequantize_codebook4(const CodeBook4& book, const QuantizedTensor& q, float
   } else {
     absmax = load_param_part(q, q.require("absmax", groups.param_shape(), DType::F32, DType::F32));
   }
+  return absmax;
+}
+
+void dequantize_codebook4(const CodeBook4& book, const QuantizedTensor& q, float* out) {
+  const std::vector<float> absmax = codebook4_absmax(book, q);
+  const Groups groups(q.rows, q.cols, q.spec.group);
   const std::vector<uint8_t> codes = unpack_code_rows(q, 4);  // every 4-bit code is valid
   for_each_group(groups, [&](int64_t r, int64_t, int64_t i, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) out[r * q.cols + c] = book.values[codes[r * q.cols + c]] * absmax[i];
@@ -186,6 +193,18 @@ QuantizedTensor quantize_fp4_ref(const float* w, int64_t rows, int64_t cols, con
   return quantize_codebook4(kFp4, w, rows, cols, spec);
 }
 void dequantize_fp4_ref(const QuantizedTensor& q, float* out) { dequantize_codebook4(kFp4, q, out); }
+
+namespace {
+CodeParams code_params_codebook4(const CodeBook4& book, const QuantizedTensor& q) {
+  CodeParams p;
+  p.scale = codebook4_absmax(book, q);
+  p.table.assign(book.values, book.values + 16);
+  return p;
+}
+}  // namespace
+
+CodeParams code_params_nf4(const QuantizedTensor& q) { return code_params_codebook4(kNf4, q); }
+CodeParams code_params_fp4(const QuantizedTensor& q) { return code_params_codebook4(kFp4, q); }
 
 double bits_per_weight_codebook4(int64_t rows, int64_t cols, const QuantSpec& spec) {
   check_quantize_args("nf4/fp4", rows, cols, spec, 4, 4);

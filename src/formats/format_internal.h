@@ -89,6 +89,10 @@ double layout_bits_per_weight(int64_t rows, int64_t cols, const std::vector<Part
 // affine.cpp
 QuantizedTensor quantize_affine_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& spec);
 void dequantize_affine_ref(const QuantizedTensor& q, float* out);
+CodeParams code_params_affine(const QuantizedTensor& q);
+CodeParams code_params_symmetric(const QuantizedTensor& q);
+CodeParams code_params_nf4(const QuantizedTensor& q);
+CodeParams code_params_fp4(const QuantizedTensor& q);
 double bits_per_weight_affine(int64_t rows, int64_t cols, const QuantSpec& spec);
 // symmetric.cpp
 QuantizedTensor quantize_symmetric_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& spec);

@@ -12,13 +12,13 @@ namespace lowbit {
 const std::vector<FormatTraits>& format_registry() {
   static const std::vector<FormatTraits> formats = {
       {"affine", "uniform asymmetric: x = q*scale + min, scale = (max-min)/(2^k-1), q in [0, 2^k-1], per group", 1, 8,
-       quantize_affine_ref, dequantize_affine_ref, bits_per_weight_affine},
+       quantize_affine_ref, dequantize_affine_ref, bits_per_weight_affine, code_params_affine},
       {"symmetric", "uniform absmax: x = q*scale, scale = absmax/(2^(k-1)-1), |q| <= 2^(k-1)-1, per group", 2, 8,
-       quantize_symmetric_ref, dequantize_symmetric_ref, bits_per_weight_symmetric},
+       quantize_symmetric_ref, dequantize_symmetric_ref, bits_per_weight_symmetric, code_params_symmetric},
       {"nf4", "bitsandbytes NormalFloat4: x = nf4[q]*absmax per block, optional 8-bit double-quantized absmax", 4, 4,
-       quantize_nf4_ref, dequantize_nf4_ref, bits_per_weight_codebook4},
+       quantize_nf4_ref, dequantize_nf4_ref, bits_per_weight_codebook4, code_params_nf4},
       {"fp4", "bitsandbytes FP4 (E2M1): x = fp4[q]*absmax per block, optional 8-bit double-quantized absmax", 4, 4,
-       quantize_fp4_ref, dequantize_fp4_ref, bits_per_weight_codebook4},
+       quantize_fp4_ref, dequantize_fp4_ref, bits_per_weight_codebook4, code_params_fp4},
       {"kmeans", "Lloyd code book: x = codebook[q], 2^k centroids per row or per tensor", 1, 8, quantize_kmeans_ref,
        dequantize_kmeans_ref, bits_per_weight_kmeans},
       {"binary", "x = sign(x)*scale, scale = mean|x| per group", 1, 1, quantize_binary_ref, dequantize_binary_ref,

@@ -81,6 +81,17 @@ void dequantize_symmetric_ref(const QuantizedTensor& q, float* out) {
   });
 }
 
+CodeParams code_params_symmetric(const QuantizedTensor& q) {
+  check_quantized_header(q, "symmetric", kMinBits, kMaxBits);
+  const Groups groups(q.rows, q.cols, q.spec.group);
+  CodeParams p;
+  p.scale = load_param_part(q, q.require("scale", groups.param_shape(), DType::F16, DType::F32));
+  const int zero_code = 1 << (q.spec.bits - 1);
+  for (int c = 0; c < (1 << q.spec.bits); ++c) p.table.push_back(float(c - zero_code));
+  p.invalid_code = 0;
+  return p;
+}
+
 double bits_per_weight_symmetric(int64_t rows, int64_t cols, const QuantSpec& spec) {
   check_quantize_args("symmetric", rows, cols, spec, kMinBits, kMaxBits);
   const Groups groups(rows, cols, spec.group);

@@ -47,10 +47,10 @@ T field(const json& j, const char* key, const std::string& where) {
 
 }  // namespace
 
-WeightStore::WeightStore(const std::filesystem::path& dir) : store_(dir) {
+WeightStore::WeightStore(const std::filesystem::path& dir) : store_(std::make_shared<const TensorStore>(dir)) {
   // Quantized tensors first (from each file's metadata), then every tensor not a part of one.
   std::map<std::string, std::string> part_owner;
-  for (const auto& file : store_.files()) {
+  for (const auto& file : store_->files()) {
     for (const auto& [key, value] : file->metadata()) {
       if (key.rfind(kQuantMetaPrefix, 0) != 0) continue;
       const std::string name = key.substr(kQuantMetaPrefix.size());
@@ -98,7 +98,7 @@ WeightStore::WeightStore(const std::filesystem::path& dir) : store_(dir) {
       ++n_quantized_;
     }
   }
-  for (const auto& v : store_.all()) {
+  for (const auto& v : store_->all()) {
     const std::string& name = v.info->name;
     if (part_owner.count(name)) continue;
     if (tensors_.count(name)) fail("{}: tensor '{}' is stored both quantized and as a plain tensor", v.file.string(), name);
@@ -133,7 +133,7 @@ QuantizedTensor WeightStore::load_quantized(const std::string& name) const {
   q.rows = t.transposed ? t.shape[1] : t.shape[0];
   q.cols = t.transposed ? t.shape[0] : t.shape[1];
   for (const auto& part : parts_.at(name)) {
-    TensorView v = store_.get(part);
+    TensorView v = store_->get(part);
     QuantPart p;
     p.suffix = part.substr(name.size() + 1);
     p.dtype = v.info->dtype;
@@ -149,7 +149,7 @@ std::vector<float> WeightStore::load_f32(const std::string& name, const std::vec
   if (!shape.empty() && t.shape != shape)
     fail("{}: tensor '{}' has shape [{}], expected [{}] from config.json", dir().string(), name,
          fmt::join(t.shape, ", "), fmt::join(shape, ", "));
-  if (t.format.empty()) return store_.load_f32(name, shape);
+  if (t.format.empty()) return store_->load_f32(name, shape);
   QuantizedTensor q = load_quantized(name);
   std::vector<float> out(static_cast<size_t>(t.numel()));
   try {
@@ -164,6 +164,93 @@ std::vector<float> WeightStore::load_f32(const std::string& name, const std::vec
     out.swap(back);
   }
   return out;
+}
+
+namespace {
+
+// What a packed weight points to besides the mapped codes: the store (keeps the maps) and its
+// group scales and offsets as float32.
+struct PackedOwner {
+  std::shared_ptr<const TensorStore> store;
+  std::vector<float> scale, offset;
+};
+
+}  // namespace
+
+// A packed LinearWeights for `t` ([out, in] = out_in), or an empty one when its format has no
+// packed kernel (other bit widths, k-means, binary, ...).
+LinearWeights WeightStore::load_linear_packed(const LogicalTensor& t, const std::vector<int64_t>& out_in) const {
+  PackedMatrix m;
+  m.rows = out_in[0];
+  m.cols = out_in[1];
+  if (t.format.empty()) {
+    switch (t.dtype) {
+      case DType::F32: m.kind = PackedKind::F32; break;
+      case DType::F16: m.kind = PackedKind::F16; break;
+      case DType::BF16: m.kind = PackedKind::BF16; break;
+      default: return {};
+    }
+    const TensorView v = store_->get(t.name);
+    TensorStore::check_finite(v);
+    m.data = v.data;
+    m.row_bytes = size_t(m.cols) * dtype_size(t.dtype);
+    return LinearWeights::from_packed(m, store_);
+  }
+  const FormatTraits& format = find_format(t.format);
+  if (!format.code_params || (t.spec.bits != 4 && t.spec.bits != 8)) return {};
+  // The parameter parts are small: copied. The codes stay in the map.
+  QuantizedTensor q;
+  q.format = t.format;
+  q.spec = t.spec;
+  q.rows = m.rows;
+  q.cols = m.cols;
+  const std::string codes_name = t.name + ".q";
+  for (const auto& part : parts_.at(t.name)) {
+    if (part == codes_name) continue;
+    const TensorView v = store_->get(part);
+    q.parts.push_back({part.substr(t.name.size() + 1), v.info->dtype, v.info->shape, {v.data, v.data + v.bytes()}});
+  }
+  auto owner = std::make_shared<PackedOwner>();
+  owner->store = store_;
+  CodeParams params;
+  try {
+    params = format.code_params(q);
+  } catch (const Error& e) {
+    fail("{}: quantized tensor '{}' ({}): {}", dir().string(), t.name, t.format, e.what());
+  }
+  const int bits = t.spec.bits;
+  if (!store_->has(codes_name)) fail("{}: quantized tensor '{}' ({}): part 'q' is missing", dir().string(), t.name, t.format);
+  const TensorView codes = store_->get(codes_name);
+  const std::vector<int64_t> codes_shape{m.rows, int64_t(packed_bytes(m.cols, bits))};
+  if (codes.info->dtype != DType::U8 || codes.info->shape != codes_shape)
+    fail("{}: quantized tensor '{}' ({}): part 'q' is {} [{}], expected U8 [{}]", dir().string(), t.name, t.format,
+         dtype_name(codes.info->dtype), fmt::join(codes.info->shape, ", "), fmt::join(codes_shape, ", "));
+  m.kind = bits == 4 ? PackedKind::U4 : PackedKind::U8;
+  m.data = codes.data;
+  m.row_bytes = size_t(codes_shape[1]);
+  if (params.invalid_code >= 0)  // a code the format never writes: corrupt, refused here as dequantize would
+    for (int64_t r = 0; r < m.rows; ++r)
+      for (int64_t c = 0; c < m.cols; ++c)
+        if (packed_code(m, m.data + size_t(r) * m.row_bytes, c) == params.invalid_code)
+          fail("{}: quantized tensor '{}' ({}): part 'q' has code {} at [{}, {}], which the format never writes",
+               dir().string(), t.name, t.format, params.invalid_code, r, c);
+  // Per tensor (one parameter): one group per row, the parameter repeated.
+  const bool per_tensor = params.scale.size() == 1 && m.rows > 1;
+  m.group = t.spec.group > 0 ? t.spec.group : m.cols;
+  owner->scale = per_tensor ? std::vector<float>(size_t(m.rows), params.scale[0]) : std::move(params.scale);
+  if (!params.offset.empty())
+    owner->offset = per_tensor ? std::vector<float>(size_t(m.rows), params.offset[0]) : std::move(params.offset);
+  if (owner->scale.size() != size_t(m.rows * m.groups()))
+    fail("{}: quantized tensor '{}' ({}): {} scales for {} groups", dir().string(), t.name, t.format,
+         owner->scale.size(), m.rows * m.groups());
+  m.scale = owner->scale.data();
+  m.offset = owner->offset.empty() ? nullptr : owner->offset.data();
+  if (bits == 8) {
+    m.zero = int(-params.table[0]);  // 8-bit tables are code - zero
+  } else {
+    for (int c = 0; c < 16; ++c) m.lut[c] = params.table[size_t(c)];
+  }
+  return LinearWeights::from_packed(m, owner);
 }
 
 LinearWeights WeightStore::load_linear(const std::string& name, const std::vector<int64_t>& out_in,
@@ -195,6 +282,13 @@ LinearWeights WeightStore::load_linear(const std::string& name, const std::vecto
     std::vector<float> s(size_t(q.rows));
     convert_to_f32(scale.dtype, scale.bytes.data(), s.data(), s.size());
     return LinearWeights::from_q8(std::move(w), std::move(s), q.rows, q.cols);
+  }
+  if (packed_ && (!stored_in_out || t.transposed)) {
+    if (t.shape != stored)
+      fail("{}: tensor '{}' has shape [{}], expected [{}]", dir().string(), name, fmt::join(t.shape, ", "),
+           fmt::join(stored, ", "));
+    LinearWeights l = load_linear_packed(t, out_in);
+    if (l.rows > 0) return l;
   }
   std::vector<float> w = load_f32(name, stored);
   if (stored_in_out) {

@@ -193,30 +193,55 @@ std::vector<float> TensorStore::load_f32(const std::string& name, const std::vec
       fail("{}: tensor '{}' has dtype {}, expected a float type (F32, F16, BF16)", v.file.string(), name,
            dtype_name(v.info->dtype));
   }
+  check_finite(v);
   std::vector<float> out(size_t(v.info->numel()));
   convert_to_f32(v.info->dtype, v.data, out.data(), out.size());
-  if (int64_t bad = find_non_finite(out.data(), out.size()); bad >= 0) {
-    const auto& sh = v.info->shape;
-    const std::string where = sh.size() == 2 ? fmt::format("row {}, column {}", bad / sh[1], bad % sh[1])
-                                             : fmt::format("flat index {}", bad);
-    fail("{}: tensor '{}' holds a non-finite value ({}) at {} (a corrupt or diverged checkpoint)", v.file.string(),
-         name, out[size_t(bad)], where);
-  }
   return out;
 }
 
-void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
-                            size_t bytes) {
+void TensorStore::check_finite(const TensorView& v) {
+  const DType t = v.info->dtype;
+  if (t != DType::F32 && t != DType::F16 && t != DType::BF16) return;
+  const uint32_t mask = t == DType::F32 ? 0x7f800000u : t == DType::F16 ? 0x7c00u : 0x7f80u;
+  const int64_t bad = find_non_finite_bits(v.data, size_t(v.info->numel()), dtype_size(t), mask);
+  if (bad < 0) return;
+  float value = 0;
+  convert_to_f32(t, v.data + size_t(bad) * dtype_size(t), &value, 1);
+  const auto& sh = v.info->shape;
+  const std::string where = sh.size() == 2 ? fmt::format("row {}, column {}", bad / sh[1], bad % sh[1])
+                                           : fmt::format("flat index {}", bad);
+  fail("{}: tensor '{}' holds a non-finite value ({}) at {} (a corrupt or diverged checkpoint)", v.file.string(),
+       v.info->name, value, where);
+}
+
+namespace {
+
+// Bytes of a tensor of this dtype and shape; checks the shape and that the name is new.
+template <class Entries>
+size_t checked_entry_bytes(const Entries& entries, const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
   uint64_t numel = 1;
   for (auto d : shape) {
     if (d < 0 || !checked_mul(numel, uint64_t(d), &numel)) fail("safetensors writer: tensor '{}': bad shape", name);
   }
-  if (numel * dtype_size(dtype) != bytes)
-    fail("safetensors writer: tensor '{}': shape needs {} bytes, got {}", name, numel * dtype_size(dtype), bytes);
-  for (const auto& e : entries_)
+  for (const auto& e : entries)
     if (e.name == name) fail("safetensors writer: tensor '{}' added twice", name);
+  return size_t(numel * dtype_size(dtype));
+}
+
+}  // namespace
+
+void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
+                            size_t bytes) {
+  const size_t want = checked_entry_bytes(entries_, name, dtype, shape);
+  if (want != bytes) fail("safetensors writer: tensor '{}': shape needs {} bytes, got {}", name, want, bytes);
   const auto* p = static_cast<const uint8_t*>(data);
-  entries_.push_back(Entry{name, dtype, std::move(shape), std::vector<uint8_t>(p, p + bytes)});
+  entries_.push_back(Entry{name, dtype, std::move(shape), std::vector<uint8_t>(p, p + bytes), bytes, {}});
+}
+
+void SafetensorsWriter::add_generated(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                                      std::function<void(uint8_t*, size_t)> fill) {
+  const size_t bytes = checked_entry_bytes(entries_, name, dtype, shape);
+  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, std::move(fill)});
 }
 
 void SafetensorsWriter::write(const std::filesystem::path& path) const {
@@ -226,8 +251,8 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   for (const auto& e : entries_) {
     header[e.name] = {{"dtype", std::string(dtype_name(e.dtype))},
                       {"shape", e.shape},
-                      {"data_offsets", {offset, offset + e.bytes.size()}}};
-    offset += e.bytes.size();
+                      {"data_offsets", {offset, offset + e.size}}};
+    offset += e.size;
   }
   std::string text = header.dump();
   text.resize((text.size() + 7) / 8 * 8, ' ');  // keep the data section 8-byte aligned
@@ -236,7 +261,15 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   AtomicFileWriter w(path);
   w.write(len, 8);
   w.write(text);
-  for (const auto& e : entries_) w.write(e.bytes.data(), e.bytes.size());
+  for (const auto& e : entries_) {
+    if (!e.fill) {
+      w.write(e.bytes.data(), e.bytes.size());
+      continue;
+    }
+    std::vector<uint8_t> buf(e.size);
+    e.fill(buf.data(), buf.size());
+    w.write(buf.data(), buf.size());
+  }
   w.commit();
 }
 

@@ -1,5 +1,7 @@
 #include "lowbit/kernels/linear.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -11,7 +13,9 @@
 namespace lowbit {
 
 uint64_t LinearWeights::bytes() const {
-  return f32.size() * 4 + q8.size() + q8_scale.size() * 4 + q8_rowsum.size() * 4 + q8_vnni.size();
+  uint64_t n = f32.size() * 4 + q8.size() + q8_scale.size() * 4 + q8_rowsum.size() * 4 + q8_vnni.size();
+  for (const auto& s : packed) n += s.m.bytes();
+  return n;
 }
 
 namespace {
@@ -50,9 +54,53 @@ LinearWeights LinearWeights::from_q8(std::vector<int8_t> q, std::vector<float> s
   return l;
 }
 
+LinearWeights LinearWeights::from_packed(const PackedMatrix& m, std::shared_ptr<const void> keep) {
+  LinearWeights l;
+  l.rows = m.rows;
+  l.cols = m.cols;
+  const PackedKernels& best = packed_kernels_best();
+  l.packed.push_back({m, best.supports(m) ? &best : &packed_kernels_ref(), std::move(keep)});
+  return l;
+}
+
+namespace {
+
+// A float32 LinearWeights as one packed segment owning its data (to stack it with packed ones).
+LinearWeights f32_as_packed(const LinearWeights& l) {
+  auto data = std::make_shared<std::vector<float>>(l.f32);
+  PackedMatrix m;
+  m.kind = PackedKind::F32;
+  m.rows = l.rows;
+  m.cols = l.cols;
+  m.data = reinterpret_cast<const uint8_t*>(data->data());
+  m.row_bytes = size_t(l.cols) * sizeof(float);
+  return LinearWeights::from_packed(m, data);
+}
+
+}  // namespace
+
+void LinearWeights::row_f32(int64_t r, float* out) const {
+  if (r < 0 || r >= rows) fail("row {} outside a weight of {} rows", r, rows);
+  if (is_packed()) {
+    for (const auto& s : packed) {
+      if (r < s.m.rows) return s.kernels->dequant(s.m, r, r + 1, out);
+      r -= s.m.rows;
+    }
+  }
+  for (int64_t c = 0; c < cols; ++c)
+    out[c] = is_int8() ? float(q8[size_t(r * cols + c)]) * q8_scale[size_t(r)] : f32[size_t(r * cols + c)];
+}
+
 void LinearWeights::append_rows(const LinearWeights& o) {
   if (rows == 0) {
     *this = o;
+    return;
+  }
+  if (o.cols == cols && (is_packed() || o.is_packed()) && !is_int8() && !o.is_int8()) {
+    if (!is_packed()) *this = f32_as_packed(*this);
+    const LinearWeights other = o.is_packed() ? o : f32_as_packed(o);
+    packed.insert(packed.end(), other.packed.begin(), other.packed.end());
+    rows += o.rows;
     return;
   }
   if (o.cols != cols || o.is_int8() != is_int8())
@@ -101,7 +149,53 @@ GemmQ8Fn gemm_q8_dyn_best() {
 
 const char* gemm_q8_dyn_best_name() { return gemm_q8_dyn_best() == &gemm_q8_dyn_ref ? "ref" : "avx512vnni"; }
 
+namespace {
+
+// Decode (few input rows): the packed kernels on blocks of rows, both threads reading weights.
+// Prefill: tiles of rows dequantized into a per-thread buffer (never the whole matrix) and
+// multiplied by BLAS, so the float GEMM's speed carries over to every stored format.
+constexpr size_t kPackedGemmMinRows = 8;  // input rows from which tile + GEMM beats the matvec kernels
+
+void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
+  const size_t ldy = size_t(w.rows), k = size_t(w.cols);
+  const bool gemm = m >= kPackedGemmMinRows;
+  // Work items of 64 rows: even for the pool to split, and large enough that the per-item set-up
+  // (activation permutation, group sums: O(cols)) stays ~1/64 of the item's work.
+  const int64_t tile = 64;
+  struct Item {
+    const PackedSegment* seg;
+    int64_t r0, r1, out0;  // rows of the segment; its first row's column in y
+  };
+  std::vector<Item> items;
+  int64_t out0 = 0;
+  for (const auto& s : w.packed) {
+    for (int64_t r = 0; r < s.m.rows; r += tile) items.push_back({&s, r, std::min(s.m.rows, r + tile), out0});
+    out0 += s.m.rows;
+  }
+  if (gemm) set_blas_threads(0);  // BLAS single-threaded inside the pool's workers
+  default_thread_pool().parallel_for(items.size(), [&](size_t b, size_t e, int) {
+    thread_local std::vector<float> buf;
+    for (size_t i = b; i < e; ++i) {
+      const Item& it = items[i];
+      const PackedMatrix& pm = it.seg->m;
+      float* yo = y + it.out0 + it.r0;
+      if (!gemm) {
+        it.seg->kernels->matvec(pm, x, m, k, it.r0, it.r1, yo, ldy, accumulate);
+        continue;
+      }
+      const size_t n = size_t(it.r1 - it.r0);
+      buf.resize(n * k);
+      it.seg->kernels->dequant(pm, it.r0, it.r1, buf.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), buf.data(), int(k),
+                  accumulate ? 1.0f : 0.0f, yo, int(ldy));
+    }
+  });
+}
+
+}  // namespace
+
 void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
+  if (w.is_packed()) return packed_forward(w, x, m, y, accumulate);
   if (!w.is_int8()) {
     gemm_f32_nt(x, w.f32.data(), y, m, size_t(w.rows), size_t(w.cols), accumulate);
     return;

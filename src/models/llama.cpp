@@ -65,9 +65,9 @@ void apply_rope(float* x, const float* cos_row, const float* sin_row, int half) 
 LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store) : cfg_(std::move(config)) {
   const int64_t hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
   const int64_t inter = cfg_.intermediate_size, vocab = cfg_.vocab_size;
-  embed_ = store.load_f32("model.embed_tokens.weight", {vocab, hidden});
+  embed_ = store.load_linear("model.embed_tokens.weight", {vocab, hidden});
   if (store.has("lm_head.weight")) {
-    if (!cfg_.tie_word_embeddings) lm_head_ = store.load_f32("lm_head.weight", {vocab, hidden});
+    if (!cfg_.tie_word_embeddings) lm_head_ = store.load_linear("lm_head.weight", {vocab, hidden});
   } else if (!cfg_.tie_word_embeddings) {
     fail("{}: missing tensor 'lm_head.weight' (config.json says tie_word_embeddings is false)", store.dir().string());
   }
@@ -98,12 +98,18 @@ LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store) : cfg_(std:
 }
 
 uint64_t LlamaModel::weight_bytes() const {
-  uint64_t n = embed_.size() + lm_head_.size() + final_norm_.size();
+  uint64_t n = final_norm_.size();
   for (const auto& L : layers_)
     n += L.attn_norm.size() + L.ffn_norm.size() + L.bqkv.size();
   n *= sizeof(float);
+  n += embed_.bytes() + lm_head_.bytes();
   for (const auto& L : layers_) n += L.wqkv.bytes() + L.wo.bytes() + L.w_gate_up.bytes() + L.w_down.bytes();
   return n;
+}
+
+uint64_t LlamaModel::decode_weight_bytes() const {
+  // The embedding table is read one row per token, unless it is also the output head.
+  return weight_bytes() - (lm_head_.rows > 0 ? embed_.bytes() : 0);
 }
 
 std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
@@ -191,7 +197,7 @@ void LlamaModel::embed(std::span<const int32_t> tokens, float* x) const {
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= vocab)
       fail("token id {} at position {} is outside the vocabulary (0..{})", tokens[i], i, vocab - 1);
-    std::copy_n(embed_.data() + size_t(tokens[i]) * size_t(hidden), hidden, x + i * size_t(hidden));
+    embed_.row_f32(tokens[i], x + i * size_t(hidden));
   }
 }
 
@@ -211,7 +217,8 @@ LlamaModel::Slot LlamaModel::slot(const std::string& name) const {
   if (std::sscanf(name.c_str(), "model.layers.%d.%31s", &l, proj) != 2 || l < 0 || l >= cfg_.num_layers)
     fail("'{}' is not a linear weight of a layer", name);
   auto& L = const_cast<Layer&>(layers_[size_t(l)]);
-  if (L.wqkv.is_int8()) fail("'{}': layer-by-layer access needs a float model, this one runs int8 weights", name);
+  if (L.wqkv.is_int8() || L.wqkv.is_packed())
+    fail("'{}': layer-by-layer access needs float32 weights (load_causal_lm_layerwise)", name);
   const std::pair<const char*, Slot> slots[] = {
       {"self_attn.q_proj.weight", {&L.wqkv.f32, 0, nh * hd, hidden}},
       {"self_attn.k_proj.weight", {&L.wqkv.f32, nh * hd, nkv * hd, hidden}},
@@ -262,9 +269,9 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
     for (size_t i = b; i < e; ++i)
       rms_norm(&x[i * size_t(hidden)], final_norm_.data(), &w.xn[i * size_t(hidden)], hidden, cfg_.rms_eps);
   });
-  const float* head = lm_head_.empty() ? embed_.data() : lm_head_.data();
+  const LinearWeights& head = lm_head_.rows == 0 ? embed_ : lm_head_;
   const size_t first = all_rows ? 0 : size_t(n - 1);
-  gemm_f32_nt(w.xn.data() + first * size_t(hidden), head, logits, size_t(n) - first, size_t(vocab), size_t(hidden));
+  linear_forward(head, w.xn.data() + first * size_t(hidden), size_t(n) - first, logits);
 }
 
 }  // namespace lowbit

@@ -20,18 +20,19 @@ void CausalLM::replace_weight(const std::string&, const std::vector<float>&) {
 }
 
 std::unique_ptr<CausalLM> load_causal_lm_layerwise(const std::filesystem::path& dir) {
-  auto m = load_causal_lm(dir);
+  auto m = load_causal_lm(dir, /*packed=*/false);
   if (!m->supports_layerwise())
     fail("{}: calibrated quantization (layer by layer) is not available for {} yet", dir.string(), m->config().architecture);
   return m;
 }
 
-std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir) {
+std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir, bool packed) {
   if (is_encoder_architecture(read_architecture(dir)))
     fail("{}: {} is an encoder classifier, not a language model: use `lowbit classify` or `lowbit eval --tsv`",
          dir.string(), read_architecture(dir));
   ModelConfig cfg = load_config(dir);
   WeightStore weights(dir);
+  weights.set_packed(packed);
   switch (cfg.family) {
     case ModelFamily::GPT2:
     case ModelFamily::OPT: return std::make_unique<GptModel>(std::move(cfg), weights);

@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
   cli::register_quantize(app, run);
   cli::register_report(app, run);
   cli::register_classify(app, run);
+  cli::register_synth(app, run);
+  cli::register_bench(app, run);
   CLI11_PARSE(app, argc, argv);
   try {
     return run ? run() : 0;

@@ -49,6 +49,14 @@ struct QuantizedTensor {
   uint64_t bytes() const;  // all parts
 };
 
+// Formats whose every value is table[code] * scale[group] + offset[group] (affine, symmetric, NF4,
+// FP4) describe themselves with these, so kernels can compute on the stored codes directly.
+struct CodeParams {
+  std::vector<float> table;          // value of each code before scaling (2^bits entries)
+  std::vector<float> scale, offset;  // per group as stored: [rows][groups per row], or [1] per tensor; offset may be empty
+  int invalid_code = -1;             // a code the format never writes (symmetric: 0), or -1
+};
+
 struct FormatTraits {
   std::string_view name;         // "affine", "symmetric", "nf4", "fp4", "kmeans", "binary", "ternary", "f16", "bf16"
   std::string_view description;  // one line, with the formula
@@ -60,6 +68,9 @@ struct FormatTraits {
   void (*dequantize)(const QuantizedTensor& q, float* out);
   // Storage cost in bits per weight, counting every scale, zero point and code book.
   double (*bits_per_weight)(int64_t rows, int64_t cols, const QuantSpec& spec);
+  // The CodeParams of a tensor, from every part but "q" (validated as dequantize does; "q" itself
+  // need not be loaded). nullptr for formats that are not table * scale + offset.
+  CodeParams (*code_params)(const QuantizedTensor& q) = nullptr;
 };
 
 const std::vector<FormatTraits>& format_registry();

@@ -9,6 +9,7 @@
 // dtype, and the quantization error "mse", "sqnr_db", "max_abs_err"}. Everything there is validated before use.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,8 +44,8 @@ class WeightStore {
  public:
   explicit WeightStore(const std::filesystem::path& dir);  // opens the TensorStore, validates quant metadata
 
-  const TensorStore& store() const { return store_; }
-  const std::filesystem::path& dir() const { return store_.dir(); }
+  const TensorStore& store() const { return *store_; }
+  const std::filesystem::path& dir() const { return store_->dir(); }
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   bool quantized() const { return n_quantized_ > 0; }
   std::vector<LogicalTensor> tensors() const;  // sorted by name
@@ -57,12 +58,19 @@ class WeightStore {
   QuantizedTensor load_quantized(const std::string& name) const;
 
   // A linear layer's weight as [out][in] for the kernels: int8 codes and row scales when it was
-  // quantized with "int8-dyn", float32 otherwise (dequantized if quantized). stored_in_out: the
-  // checkpoint stores it [in][out] (GPT-2's Conv1D); `out_in` is the expected [out, in].
+  // quantized with "int8-dyn"; packed (computed on where it is stored, in the mapped file) when it
+  // is F32/F16/BF16 or in a 4- or 8-bit table * scale + offset format (int8, int4, nf4, ...);
+  // float32, dequantized, otherwise. stored_in_out: the checkpoint stores it [in][out] (GPT-2's
+  // Conv1D); `out_in` is the expected [out, in]. The packed weights keep the files mapped.
+  // set_packed(false): always float32 copies (for algorithms that read or replace weights).
+  void set_packed(bool on) { packed_ = on; }
   LinearWeights load_linear(const std::string& name, const std::vector<int64_t>& out_in, bool stored_in_out = false) const;
 
  private:
-  TensorStore store_;
+  LinearWeights load_linear_packed(const LogicalTensor& t, const std::vector<int64_t>& out_in) const;
+
+  std::shared_ptr<const TensorStore> store_;  // shared with the packed weights that point into its maps
+  bool packed_ = true;
   std::map<std::string, LogicalTensor> tensors_;
   std::map<std::string, std::vector<std::string>> parts_;  // quantized name -> its part tensor names
   int n_quantized_ = 0;

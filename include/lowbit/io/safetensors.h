@@ -7,6 +7,7 @@
 // Everything in the header is validated before any byte of data is used (see SafetensorsFile).
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -72,6 +73,8 @@ class TensorStore {
   uint64_t total_bytes() const;         // bytes of tensor data
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
+  // Fails, naming the file, tensor and position, when a float tensor holds NaN or Inf.
+  static void check_finite(const TensorView& v);
   // Reads a tensor as float32, checking its shape (an empty `shape` accepts any).
   std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& shape = {}) const;
 
@@ -87,6 +90,10 @@ class SafetensorsWriter {
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
   // Copies `data` (which must be numel(shape) * dtype_size(dtype) bytes).
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data, size_t bytes);
+  // A tensor whose bytes `fill` writes at write() time (one tensor in memory at a time: for
+  // checkpoints larger than memory, e.g. lowbit synth's 7B shapes).
+  void add_generated(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                     std::function<void(uint8_t* out, size_t bytes)> fill);
   void write(const std::filesystem::path& path) const;
 
  private:
@@ -95,6 +102,8 @@ class SafetensorsWriter {
     DType dtype;
     std::vector<int64_t> shape;
     std::vector<uint8_t> bytes;
+    size_t size = 0;  // bytes.size(), or what fill writes
+    std::function<void(uint8_t*, size_t)> fill;
   };
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;

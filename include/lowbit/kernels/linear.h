@@ -1,6 +1,10 @@
 #pragma once
 // The weights of a linear layer as a model holds them, and y = x Wᵀ over them:
 //   float:  W [rows = out][cols = in] float32, through BLAS;
+//   packed: the stored weights themselves (usually inside the mmap'd checkpoint): float32/16,
+//           bfloat16, or 8-/4-bit codes with group scales, computed on by the packed kernels
+//           (packed.h) with no float copy of the matrix; a list of row segments, so that fused
+//           projections (q|k|v, gate|up) stay separate tensors in the file;
 //   int8 with dynamic activations ("int8-dyn", the seeds' dynamic quantization): W as int8 codes
 //           with one float scale per output row; each input row is quantized to int8 at run time
 //           (scale = absmax / 127), products accumulate in int32, and the result is rescaled:
@@ -9,9 +13,20 @@
 // once at start-up from the CPU's features; both give bit-identical results.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "lowbit/kernels/packed.h"
+
 namespace lowbit {
+
+// Rows of a packed linear weight, with what keeps its bytes alive (the mapped file, or owned
+// buffers for scales and for weights that had to be converted).
+struct PackedSegment {
+  PackedMatrix m;
+  const PackedKernels* kernels = nullptr;  // the variant that runs it (packed_kernels_best, or ref)
+  std::shared_ptr<const void> keep;
+};
 
 struct LinearWeights {
   int64_t rows = 0, cols = 0;     // out, in
@@ -22,7 +37,9 @@ struct LinearWeights {
   // q8 re-laid for vpdpbusd: blocks of 16 rows; per block and per 4 inputs, 64 bytes holding those
   // 4 inputs of each of the 16 rows. Rows padded to 16 and inputs to 4 with zeros.
   std::vector<int8_t> q8_vnni;
+  std::vector<PackedSegment> packed;  // [rows] split over segments (packed)
 
+  bool is_packed() const { return !packed.empty(); }
   bool is_int8() const { return !q8.empty(); }
   int64_t rows_padded() const { return (rows + 15) / 16 * 16; }
   int64_t cols_padded() const { return (cols + 3) / 4 * 4; }
@@ -31,6 +48,10 @@ struct LinearWeights {
   void append_rows(const LinearWeights& other);
   static LinearWeights from_f32(std::vector<float> w, int64_t rows, int64_t cols);
   static LinearWeights from_q8(std::vector<int8_t> q, std::vector<float> scale, int64_t rows, int64_t cols);
+  // A packed matrix; `keep` owns (or keeps mapped) everything m points to.
+  static LinearWeights from_packed(const PackedMatrix& m, std::shared_ptr<const void> keep);
+  // Row r as float32 (embedding look-ups): out[cols].
+  void row_f32(int64_t r, float* out) const;
 };
 
 // y[m][rows] = x[m][cols] · Wᵀ (+ y when accumulate).

@@ -15,12 +15,14 @@ namespace lowbit {
 
 class LlamaModel : public CausalLM {
  public:
-  LlamaModel(ModelConfig config, const WeightStore& weights);  // float or quantized (dequantized once)
+  // Float or quantized: linear weights packed (used where the file maps them) when the store allows.
+  LlamaModel(ModelConfig config, const WeightStore& weights);
 
   const ModelConfig& config() const override { return cfg_; }
   std::unique_ptr<Session> new_session(int max_tokens) const override;
   void forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const override;
   uint64_t weight_bytes() const override;
+  uint64_t decode_weight_bytes() const override;
 
   bool supports_layerwise() const override { return true; }
   void embed(std::span<const int32_t> tokens, float* x) const override;
@@ -51,8 +53,8 @@ class LlamaModel : public CausalLM {
                      const LinearObserver* obs) const;
 
   ModelConfig cfg_;
-  std::vector<float> embed_;    // [vocab, hidden]
-  std::vector<float> lm_head_;  // [vocab, hidden]; empty when tied to embed_
+  LinearWeights embed_;    // [vocab, hidden] (rows read one at a time for the look-up)
+  LinearWeights lm_head_;  // [vocab, hidden]; no rows when tied to embed_
   std::vector<float> final_norm_;
   std::vector<float> inv_freq_;  // [head_dim / 2] RoPE frequencies
   std::vector<Layer> layers_;

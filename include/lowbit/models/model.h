@@ -37,8 +37,10 @@ class CausalLM {
   // all_rows ? [tokens.size()][vocab] : only the last token's [vocab].
   virtual void forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const = 0;
 
-  // Bytes of weights held in memory.
+  // Bytes of weights held in memory (or mapped).
   virtual uint64_t weight_bytes() const = 0;
+  // Bytes of weights one decoded token reads (all but the embedding rows it does not look up).
+  virtual uint64_t decode_weight_bytes() const { return weight_bytes(); }
 
   // Layer-by-layer access for calibrated quantization (GPTQ, ...). The default says the
   // architecture does not offer it.
@@ -60,7 +62,8 @@ class CausalLM {
 // A float model with the layer-by-layer hooks (the checkpoint must be unquantized).
 std::unique_ptr<CausalLM> load_causal_lm_layerwise(const std::filesystem::path& dir);
 
-// Loads the model of a checkpoint folder (architecture from config.json).
-std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir);
+// Loads the model of a checkpoint folder (architecture from config.json). packed: linear weights
+// stay in the mapped files where a kernel computes on their stored format; false: float32 copies.
+std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir, bool packed = true);
 
 }  // namespace lowbit

@@ -125,8 +125,11 @@ struct PackedImpl {
       float* xsum = nullptr;
       if (quantized(w) && w.offset) {
         xsum = xsum_buf.get(size_t(ng));
-        for (int64_t g = 0; g < ng; ++g) xsum[g] = 0;
-        for (int64_t c = 0; c < w.cols; ++c) xsum[c / G] += xi[c];
+        for (int64_t g = 0; g < ng; ++g) {
+          float s = 0;
+          for (int64_t c = g * G, e = std::min(c + G, w.cols); c < e; ++c) s += xi[c];
+          xsum[g] = s;
+        }
       }
       float* yi = y + i * ldy;
       auto put = [&](int64_t r, float v) {

@@ -1,0 +1,20 @@
+#pragma once
+// The machine's memory read bandwidth, STREAM-style (McCalpin's STREAM measures copy/scale/add/triad;
+// decoding only reads weights, so this is its read-only "sum" kernel): each thread sums its slice of
+// a buffer much larger than the last-level cache; the best of `repeats` passes counts.
+#include <cstddef>
+
+namespace lowbit {
+
+struct BandwidthResult {
+  double gb_s = 0;       // best pass, 1e9 bytes per second
+  double median_gb_s = 0;
+  size_t bytes = 0;      // buffer size
+  int threads = 0, repeats = 0;
+};
+
+// bytes == 0: 1 GiB, or 4x the last-level cache when that is larger (read from sysfs).
+// Uses default_thread_pool() (all its threads).
+BandwidthResult measure_read_bandwidth(size_t bytes = 0, int repeats = 5);
+
+}  // namespace lowbit

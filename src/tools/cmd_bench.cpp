@@ -1,0 +1,141 @@
+// lowbit bench MODEL: prefill and decode speed at batch 1, the weight traffic that decoding moves
+// (GB/s) and how close that is to the machine's measured memory read bandwidth.
+// lowbit bench --memory: that bandwidth alone (STREAM-style read test, kernels/bandwidth.h).
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include "commands.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/file.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/io/model_path.h"
+#include "lowbit/kernels/bandwidth.h"
+#include "lowbit/kernels/packed.h"
+#include "lowbit/models/model.h"
+
+namespace lowbit::cli {
+
+namespace {
+
+struct BenchArgs {
+  Common c;
+  int prompt = 512, gen = 128, repeats = 3;
+  bool memory = false;
+  double bandwidth_gb_s = 0;  // 0: measure
+};
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+Spread spread(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v.front(), v.back()};
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int bench_memory(const BenchArgs& a) {
+  apply_threads(a.c);
+  const BandwidthResult r = measure_read_bandwidth(0, 5);
+  if (a.c.json) {
+    fmt::print("{}\n", json{{"bandwidth_gb_s", r.gb_s}, {"median_gb_s", r.median_gb_s}, {"buffer_bytes", r.bytes},
+                             {"threads", r.threads}, {"repeats", r.repeats}}
+                           .dump());
+  } else {
+    fmt::print("memory read bandwidth: {:.2f} GB/s (best of {}; median {:.2f}) with {} threads over a {:.2f} GB buffer\n",
+               r.gb_s, r.repeats, r.median_gb_s, r.threads, r.bytes / 1e9);
+  }
+  return 0;
+}
+
+int bench_model(const BenchArgs& a) {
+  if (a.prompt < 1 || a.gen < 1) fail("bench: --prompt and --gen must be >= 1");
+  if (a.repeats < 1) fail("bench: --repeats must be >= 1");
+  apply_threads(a.c);
+  const auto dir = resolve_model_path(a.c.model);
+  auto t0 = std::chrono::steady_clock::now();
+  auto model = load_causal_lm(dir);
+  const double load_s = seconds_since(t0);
+  const int vocab = model->vocab_size();
+  if (a.prompt + a.gen > model->config().max_positions)
+    fail("bench: --prompt + --gen = {} exceeds the model's {} positions", a.prompt + a.gen, model->config().max_positions);
+
+  // Random token ids (speed does not depend on them), the same every run.
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int> tok(3, vocab - 1);
+  std::vector<int32_t> prompt(size_t(a.prompt));
+  for (auto& t : prompt) t = tok(rng);
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  std::vector<double> prefill, decode;
+  for (int r = 0; r < a.repeats; ++r) {
+    auto session = model->new_session(a.prompt + a.gen);
+    t0 = std::chrono::steady_clock::now();
+    model->forward(*session, prompt, logits.data(), false);
+    prefill.push_back(a.prompt / seconds_since(t0));
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < a.gen; ++i) {
+      const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      model->forward(*session, std::span<const int32_t>(&next, 1), logits.data(), false);
+    }
+    decode.push_back(a.gen / seconds_since(t0));
+    fmt::print(stderr, "bench: repeat {}/{}: prefill {:.1f} tok/s, decode {:.2f} tok/s\n", r + 1, a.repeats,
+               prefill.back(), decode.back());
+  }
+  const Spread p = spread(prefill), d = spread(decode);
+  const uint64_t bytes = model->decode_weight_bytes();
+  const double weight_gb_s = d.median * double(bytes) / 1e9;
+  const double rss = peak_rss_mb();  // before the bandwidth test's buffer
+  double bw = a.bandwidth_gb_s;
+  if (bw <= 0) bw = measure_read_bandwidth(0, 5).gb_s;
+  const double pct = 100.0 * weight_gb_s / bw;
+  if (a.c.json) {
+    fmt::print("{}\n", json{{"model", dir.string()},
+                             {"prefill_tok_s", p.median},
+                             {"prefill_tok_s_min", p.min},
+                             {"prefill_tok_s_max", p.max},
+                             {"decode_tok_s", d.median},
+                             {"decode_tok_s_min", d.min},
+                             {"decode_tok_s_max", d.max},
+                             {"decode_weight_bytes", bytes},
+                             {"weight_gb_s", weight_gb_s},
+                             {"bandwidth_gb_s", bw},
+                             {"bandwidth_pct", pct},
+                             {"peak_rss_mb", rss},
+                             {"load_seconds", load_s},
+                             {"prompt", a.prompt},
+                             {"gen", a.gen},
+                             {"repeats", a.repeats},
+                             {"threads", default_thread_pool().size()},
+                             {"kernels", packed_kernels_best().name}}
+                           .dump());
+    return 0;
+  }
+  fmt::print("model: {} ({:.3f} GB of weights read per decoded token; kernels {}, {} threads)\n", dir.string(),
+             bytes / 1e9, packed_kernels_best().name, default_thread_pool().size());
+  fmt::print("prefill ({} tokens): {:.1f} tok/s (median of {}; {:.1f} .. {:.1f})\n", a.prompt, p.median, a.repeats, p.min,
+             p.max);
+  fmt::print("decode  ({} tokens): {:.2f} tok/s (median of {}; {:.2f} .. {:.2f})\n", a.gen, d.median, a.repeats, d.min,
+             d.max);
+  fmt::print("weight traffic: {:.2f} GB/s = {:.1f}% of the measured {:.2f} GB/s read bandwidth\n", weight_gb_s, pct, bw);
+  fmt::print("peak RSS: {:.0f} MB (load {:.2f} s)\n", rss, load_s);
+  return 0;
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app, std::function<int()>& run) {
+  auto a = std::make_shared<BenchArgs>();
+  auto* cmd = app.add_subcommand("bench", "prefill and decode speed, effective GB/s vs the memory bandwidth");
+  add_common(cmd, a->c);
+  cmd->add_option("--prompt", a->prompt, "prompt tokens (prefill)")->capture_default_str();
+  cmd->add_option("--gen", a->gen, "generated tokens (decode)")->capture_default_str();
+  cmd->add_option("--repeats", a->repeats, "runs; the median is reported")->capture_default_str();
+  cmd->add_option("--bandwidth", a->bandwidth_gb_s, "the machine's read bandwidth in GB/s (default: measure it)");
+  cmd->add_flag("--memory", a->memory, "measure the memory read bandwidth only");
+  cmd->callback([a, &run] { run = [a] { return a->memory ? bench_memory(*a) : bench_model(*a); }; });
+}
+
+}  // namespace lowbit::cli

@@ -68,7 +68,8 @@ Owned make(PackedKind kind, int64_t rows, int64_t cols, int64_t group, bool with
 
 std::vector<const PackedKernels*> variants() {
   std::vector<const PackedKernels*> v;
-  for (const PackedKernels* k : {&packed_kernels_ref(), &packed_kernels_avx2(), &packed_kernels_avx512()})
+  for (const PackedKernels* k :
+       {&packed_kernels_ref(), &packed_kernels_avx2(), &packed_kernels_avx512(), &packed_kernels_avx512vnni()})
     if (packed_kernels_available(*k)) v.push_back(k);
   return v;
 }
@@ -159,6 +160,112 @@ TEST(PackedKernels, VectorVariantsDeclineGroupsThatSplitTheirSteps) {
     }
   EXPECT_TRUE(packed_kernels_ref().supports(o.m));
   EXPECT_TRUE(packed_kernels_available(packed_kernels_best()));
+}
+
+}  // namespace
+}  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// The integer path: U8 (zero 128 or 0) and U4 with integer tables (affine: z 0 + offsets;
+// symmetric: z 8), against the scalar reference.
+TEST(PackedKernelsQ8, EveryVariantMatchesTheReference) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const PackedKernels& ref = packed_kernels_ref();
+  int checked = 0, exact_checked = 0;
+  for (PackedKind kind : {PackedKind::U8, PackedKind::U4})
+    for (int zero : {0, 1})
+      for (int64_t rows : {1, 3, 33})
+        for (int64_t cols : {1, 33, 64, 100, 172, 300})
+          for (int64_t group : {int64_t(0), int64_t(64), int64_t(128)})
+            for (bool exact : {false, true}) {
+              const int64_t g = group == 0 ? cols : group;
+              Owned o = make(kind, rows, cols, g, zero == 0, rng);
+              const int z = zero == 0 ? 0 : (kind == PackedKind::U8 ? 128 : 8);
+              o.m.zero = kind == PackedKind::U8 ? z : 0;
+              for (int c = 0; c < 16; ++c) o.m.lut[c] = float(c - z);
+              if (exact) {  // integer scales and no offsets: the float epilogue is exact too
+                for (auto& s : o.scale) s = 1.0f;
+                o.m.offset = nullptr;
+              }
+              o.m.int_zero = int_zero_of(o.m);
+              ASSERT_EQ(o.m.int_zero, z);
+              for (size_t m : {size_t(1), size_t(5)}) {
+                const size_t ldx = size_t(cols) + 3, ldy = size_t(rows) + 1;
+                std::vector<float> x(m * ldx, nan);
+                std::uniform_int_distribution<int> q(-127, 127);
+                for (size_t i = 0; i < m; ++i)
+                  for (int64_t c = 0; c < cols; ++c)
+                    x[i * ldx + size_t(c)] = exact ? float(c % QActs::kBlock == 0 ? 127 : q(rng)) : normal(rng);
+                for (bool nibble : {false, true}) {  // QActs::at undoes the permutation
+                  QActs a;
+                  quantize_acts(x.data(), m, ldx, cols, g, nibble, a);
+                  for (size_t i = 0; i < m; ++i)
+                    for (int64_t c = 0; c < cols; ++c) {
+                      const float s = a.scale[i * size_t(a.blocks) + size_t(c / QActs::kBlock)];
+                      ASSERT_LE(std::fabs(a.at(i, c) * s - x[i * ldx + size_t(c)]), 0.5f * s + 1e-6f);
+                    }
+                }
+                QActs a;
+                quantize_acts(x.data(), m, ldx, cols, g, kind == PackedKind::U4, a);
+                std::vector<float> want(m * ldy, nan), flt(m * ldy, nan);
+                ref.matmul_q8(o.m, a, 0, rows, want.data(), ldy, false);
+                ref.matvec(o.m, x.data(), m, ldx, 0, rows, flt.data(), ldy, false);
+                std::vector<double> mag(m * ldy, 0.0);  // Σ |w·x|: the scale of the rounding
+                for (size_t i = 0; i < m; ++i)
+                  for (int64_t r = 0; r < rows; ++r)
+                    for (int64_t c = 0; c < cols; ++c)
+                      mag[i * ldy + size_t(r)] += std::fabs(packed_value(o.m, r, c) * x[i * ldx + size_t(c)]) +
+                                                  (o.m.offset ? std::fabs(o.m.offset[0] * x[i * ldx + size_t(c)]) : 0);
+                for (const PackedKernels* k : variants()) {
+                  if (!k->matmul_q8 || !k->supports_q8(o.m)) continue;
+                  SCOPED_TRACE(fmt::format("{} kind {} z {} rows {} cols {} group {} m {} exact {}", k->name,
+                                           packed_kind_name(kind), z, rows, cols, g, m, exact));
+                  std::vector<float> got(m * ldy, nan);
+                  k->matmul_q8(o.m, a, 0, rows, got.data(), ldy, false);
+                  std::vector<float> acc(m * ldy, 2.0f);
+                  k->matmul_q8(o.m, a, 0, rows, acc.data(), ldy, true);
+                  for (size_t i = 0; i < m; ++i) {
+                    for (int64_t r = 0; r < rows; ++r) {
+                      const float wv = want[i * ldy + size_t(r)], gv = got[i * ldy + size_t(r)];
+                      if (exact) {
+                        ASSERT_EQ(gv, wv) << "row " << r;
+                      } else {
+                        ASSERT_NEAR(gv, wv, 4e-6 * mag[i * ldy + size_t(r)] + 1e-6) << "row " << r;
+                      }
+                      ASSERT_NEAR(acc[i * ldy + size_t(r)], 2.0f + wv, 4e-6 * mag[i * ldy + size_t(r)] + 1e-6) << "row " << r;
+                    }
+                    ASSERT_TRUE(std::isnan(got[i * ldy + size_t(rows)]));  // nothing past the range
+                  }
+                  ++checked;
+                  if (exact) ++exact_checked;
+                }
+                if (!exact) {  // int8 activations stay close to the float product
+                  for (size_t i = 0; i < m; ++i)
+                    for (int64_t r = 0; r < rows; ++r)
+                      ASSERT_NEAR(want[i * ldy + size_t(r)], flt[i * ldy + size_t(r)], 0.02 * mag[i * ldy + size_t(r)] + 1e-6);
+                }
+              }
+            }
+  EXPECT_GT(checked, 200);
+  EXPECT_GT(exact_checked, 100);
+  if (packed_kernels_available(packed_kernels_avx512vnni())) {
+    EXPECT_GT(checked, 400);  // the reference and the VNNI variant
+  }
+}
+
+TEST(PackedKernelsQ8, NonIntegerTablesStayOnTheFloatPath) {
+  PackedMatrix m;
+  m.kind = PackedKind::U4;
+  for (int c = 0; c < 16; ++c) m.lut[c] = float(c) * 0.1f - 0.7f;  // NF4-like
+  EXPECT_EQ(int_zero_of(m), -1);
+  for (int c = 0; c < 16; ++c) m.lut[c] = float(c - 8);
+  EXPECT_EQ(int_zero_of(m), 8);
+  m.kind = PackedKind::BF16;
+  EXPECT_EQ(int_zero_of(m), -1);
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
 // The scalar reference of the packed-weight kernels (the oracle the vector variants are tested
 // against), the helpers they share for scalar tails, and the start-up choice of a variant.
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
 
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/packed.h"
 
 namespace lowbit {
@@ -59,9 +62,77 @@ float packed_value(const PackedMatrix& w, int64_t r, int64_t c) {
   return 0;
 }
 
+int int_zero_of(const PackedMatrix& w) {
+  if (w.kind == PackedKind::U8) return w.zero;
+  if (w.kind != PackedKind::U4) return -1;
+  const float z = -w.lut[0];
+  if (!(z >= 0 && z <= 15 && z == float(int(z)))) return -1;
+  for (int c = 0; c < 16; ++c)
+    if (w.lut[c] != float(c) - z) return -1;
+  return int(z);
+}
+
+int8_t QActs::at(size_t i, int64_t c) const {
+  int64_t pos = c;
+  if (nibble_order) pos = (c / kBlock) * kBlock + (c % kBlock) / 2 + (c % 2) * 32;
+  return q[i * size_t(stride) + size_t(pos)];
+}
+
+void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order, QActs& a) {
+  constexpr int64_t B = QActs::kBlock;
+  const int64_t G = group > 0 ? std::min(group, cols) : cols;
+  if (G < cols && G % B != 0) fail("quantize_acts: group {} is not a multiple of {}", G, B);
+  a.m = m;
+  a.cols = cols;
+  a.group = G;
+  a.groups = (cols + G - 1) / G;
+  a.blocks = (cols + B - 1) / B;
+  a.stride = a.blocks * B;
+  a.nibble_order = nibble_order;
+  a.q.assign(m * size_t(a.stride), 0);
+  a.scale.assign(m * size_t(a.blocks), 0.0f);
+  a.zsum.assign(m * size_t(a.groups), 0.0f);
+  a.sum_x.assign(m * size_t(a.groups), 0.0f);
+  // Tokens split over the pool when there are enough of them to pay for waking it.
+  auto rows = [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; ++i) {
+      const float* xi = x + i * ldx;
+      int8_t* qi = a.q.data() + i * size_t(a.stride);
+      for (int64_t k = 0; k < a.blocks; ++k) {
+        const int64_t c0 = k * B, c1 = std::min(c0 + B, cols);
+        float absmax = 0;
+        for (int64_t c = c0; c < c1; ++c) absmax = std::max(absmax, std::fabs(xi[c]));
+        const float inv = absmax > 0 ? 127.0f / absmax : 0.0f;
+        int32_t qsum = 0;
+        for (int64_t c = c0; c < c1; ++c) {
+          const float v = xi[c] * inv;
+          const int q = std::clamp(int(v + (v >= 0 ? 0.5f : -0.5f)), -127, 127);
+          qi[nibble_order ? c0 + (c - c0) / 2 + (c % 2) * 32 : c] = int8_t(q);
+          qsum += q;
+        }
+        const float scale = absmax / 127.0f;
+        a.scale[i * size_t(a.blocks) + size_t(k)] = scale;
+        a.zsum[i * size_t(a.groups) + size_t(c0 / G)] += scale * float(qsum);
+      }
+      for (int64_t g = 0; g < a.groups; ++g) {
+        float sum = 0;
+        for (int64_t c = g * G; c < std::min((g + 1) * G, cols); ++c) sum += xi[c];
+        a.sum_x[i * size_t(a.groups) + size_t(g)] = sum;
+      }
+    }
+  };
+  if (m >= 8) {
+    default_thread_pool().parallel_for(m, [&](size_t b, size_t e, int) { rows(b, e); });
+  } else {
+    rows(0, m);
+  }
+}
+
 namespace {
 
 bool ref_supports(const PackedMatrix&) { return true; }
+
+bool ref_supports_q8(const PackedMatrix& w) { return w.int_zero >= 0; }
 
 // Sums in double: the oracle should carry less rounding than anything it judges.
 void ref_matvec(const PackedMatrix& w, const float* x, size_t m, size_t ldx, int64_t r0, int64_t r1, float* y,
@@ -80,16 +151,43 @@ void ref_dequant(const PackedMatrix& w, int64_t r0, int64_t r1, float* out) {
     for (int64_t c = 0; c < w.cols; ++c) out[size_t((r - r0) * w.cols + c)] = packed_value(w, r, c);
 }
 
+// Exact int32 sums per block, then the float epilogue in a fixed order.
+void ref_matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy,
+                   bool accumulate) {
+  constexpr int64_t B = QActs::kBlock;
+  const int64_t G = a.group, groups = w.groups();
+  for (size_t i = 0; i < a.m; ++i)
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = w.data + size_t(r) * w.row_bytes;
+      float acc = 0;
+      for (int64_t g = 0; g < a.groups; ++g) {
+        float gsum = 0;
+        for (int64_t k = (g * G) / B; k < (std::min((g + 1) * G, w.cols) + B - 1) / B; ++k) {
+          int32_t s = 0;
+          for (int64_t c = k * B; c < std::min((k + 1) * B, w.cols); ++c) s += int32_t(packed_code(w, row, c)) * a.at(i, c);
+          gsum += a.scale[i * size_t(a.blocks) + size_t(k)] * float(s);
+        }
+        const size_t wg = size_t(r * groups + g), ag = i * size_t(a.groups) + size_t(g);
+        acc += w.scale[wg] * gsum - float(w.int_zero) * w.scale[wg] * a.zsum[ag] +
+               (w.offset ? w.offset[wg] * a.sum_x[ag] : 0.0f);
+      }
+      float& out = y[i * ldy + size_t(r - r0)];
+      out = accumulate ? out + acc : acc;
+    }
+}
+
 }  // namespace
 
 const PackedKernels& packed_kernels_ref() {
-  static const PackedKernels k{"ref", ref_supports, ref_matvec, ref_dequant};
+  static const PackedKernels k{"ref", ref_supports, ref_matvec, ref_dequant, ref_supports_q8, ref_matmul_q8};
   return k;
 }
 
 bool packed_kernels_available(const PackedKernels& k) {
   __builtin_cpu_init();
   const std::string_view n = k.name;
+  if (n == "avx512vnni")
+    return packed_kernels_available(packed_kernels_avx512()) && __builtin_cpu_supports("avx512vnni");
   if (n == "avx512")
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
@@ -99,20 +197,31 @@ bool packed_kernels_available(const PackedKernels& k) {
 
 const PackedKernels& packed_kernels_best() {
   static const PackedKernels* best = [] {
-    const PackedKernels* all[] = {&packed_kernels_avx512(), &packed_kernels_avx2(), &packed_kernels_ref()};
+    const PackedKernels* all[] = {&packed_kernels_avx512vnni(), &packed_kernels_avx512(), &packed_kernels_avx2(),
+                                  &packed_kernels_ref()};
     if (const char* force = std::getenv("LOWBIT_KERNELS"); force && *force) {
       for (const PackedKernels* k : all)
         if (std::string_view(force) == k->name) {
           if (!packed_kernels_available(*k)) fail("LOWBIT_KERNELS={}: this CPU cannot run that variant", force);
           return k;
         }
-      fail("LOWBIT_KERNELS={}: expected ref, avx2 or avx512", force);
+      fail("LOWBIT_KERNELS={}: expected ref, avx2, avx512 or avx512vnni", force);
     }
     for (const PackedKernels* k : all)
       if (packed_kernels_available(*k)) return k;
-    return all[2];
+    return all[3];
   }();
   return *best;
+}
+
+bool packed_q8_activations_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("LOWBIT_ACTIVATIONS");
+    if (!v || !*v || std::string_view(v) == "q8") return true;
+    if (std::string_view(v) == "f32") return false;
+    fail("LOWBIT_ACTIVATIONS={}: expected q8 or f32", v);
+  }();
+  return on;
 }
 
 }  // namespace lowbit

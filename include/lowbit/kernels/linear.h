@@ -25,6 +25,7 @@ namespace lowbit {
 struct PackedSegment {
   PackedMatrix m;
   const PackedKernels* kernels = nullptr;  // the variant that runs it (packed_kernels_best, or ref)
+  bool q8 = false;  // decode steps run on the integer path (kernels->matmul_q8, int8 activations)
   std::shared_ptr<const void> keep;
 };
 

@@ -16,6 +16,7 @@
 // and hands any other to the reference.
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace lowbit {
 
@@ -34,10 +35,38 @@ struct PackedMatrix {
   int zero = 0;                   // U8: the code of 0
   float lut[16] = {};             // U4: the value of each code, before scaling
 
+  // U8, and U4 whose table is lut[c] = c - z: the integer zero z (then the codes can meet int8
+  // activations in integer dot products); -1 otherwise (NF4, FP4). Set by int_zero_of().
+  int int_zero = -1;
+
   int64_t groups() const { return group > 0 ? (cols + group - 1) / group : 1; }
   // Bytes one pass over the matrix reads (codes and scales).
   uint64_t bytes() const;
 };
+
+// Computes PackedMatrix::int_zero from kind, zero and lut.
+int int_zero_of(const PackedMatrix& w);
+
+// Activations quantized to int8 for the integer path ("q8 activations"; llama.cpp quantizes
+// activations the same way in blocks of 32): one scale per token and block of 64 columns,
+//   scale_k = absmax / 127,  q = round(x / scale_k) in [-127, 127] (half away from zero),
+// so that, for weight group g made of blocks k,
+//   Σ_c W[r][c] x[c] ≈ Σ_g [ s_g·Σ_k scale_k·(Σ_{c∈k} code_c q_c) − z·s_g·zsum_g + offset_g·sum_x_g ]
+// with zsum_g = Σ_{k∈g} scale_k·Σ_{c∈k} q_c and the exact float sum_x_g = Σ_{c∈g} x_c; the sums over a
+// block are exact int32. (One scale per whole row, int8-dyn's choice, is too coarse for models with
+// outlier channels: DistilBERT's logits moved by 40%.)
+struct QActs {
+  static constexpr int64_t kBlock = 64;
+  size_t m = 0;
+  int64_t cols = 0, group = 0, groups = 0, blocks = 0, stride = 0;  // stride = blocks * 64 (zero padded)
+  bool nibble_order = false;  // U4: each block holds its even columns, then its odd ones
+  std::vector<int8_t> q;      // [m][stride]
+  std::vector<float> scale;   // [m][blocks]
+  std::vector<float> zsum, sum_x;  // [m][groups]
+  int8_t at(size_t i, int64_t c) const;  // q of token i, column c (undoing nibble_order)
+};
+// x[i * ldx + c] for i < m, c < cols -> out; `group`: the weights' group (a multiple of 64, or >= cols).
+void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order, QActs& out);
 
 struct PackedKernels {
   const char* name;
@@ -48,14 +77,23 @@ struct PackedKernels {
                  size_t ldy, bool accumulate);
   // out[(r - r0) * cols + c] = W[r][c] for r in [r0, r1): a tile of rows as float32 (for prefill).
   void (*dequant)(const PackedMatrix& w, int64_t r0, int64_t r1, float* out);
+  // The integer path (nullptr where a variant has none): whether it takes w (int_zero >= 0 and
+  // groups it can step through), and y[i * ldy + (r - r0)] (= or +=) the q8-activation product above.
+  bool (*supports_q8)(const PackedMatrix& w) = nullptr;
+  void (*matmul_q8)(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy,
+                    bool accumulate) = nullptr;
 };
 
 const PackedKernels& packed_kernels_ref();
 const PackedKernels& packed_kernels_avx2();
 const PackedKernels& packed_kernels_avx512();
+const PackedKernels& packed_kernels_avx512vnni();  // avx512 plus the integer path
 // Whether the CPU can run a variant ("ref", "avx2", "avx512").
 bool packed_kernels_available(const PackedKernels& k);
-// The fastest variant this CPU runs (LOWBIT_KERNELS=ref|avx2|avx512 forces one it can run).
+bool packed_q8_activations_enabled();
+// The fastest variant this CPU runs (LOWBIT_KERNELS=ref|avx2|avx512|avx512vnni forces one it can
+// run). LOWBIT_ACTIVATIONS=f32 turns the integer path off (weights-only quantization, float
+// activations, everywhere); the default q8 uses it where the variant supports the matrix.
 const PackedKernels& packed_kernels_best();
 
 // Reference pieces the vector variants share for the parts they leave scalar.

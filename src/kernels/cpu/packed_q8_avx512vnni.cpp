@@ -51,6 +51,7 @@ template <bool U4, int R, int T>
 void tile(const PackedMatrix& w, const QActs& a, int64_t r, size_t i, float* y, size_t ldy, int64_t r0,
           bool accumulate) {
   const int64_t G = a.group, groups = w.groups(), ag_n = a.groups;
+  constexpr int64_t kBytes = U4 ? 32 : 64;  // bytes of one row per 64-column step
   const uint8_t* rows[R];
   for (int j = 0; j < R; ++j) rows[j] = w.data + size_t(r + j) * w.row_bytes;
   const int8_t* xs[T];
@@ -70,7 +71,12 @@ void tile(const PackedMatrix& w, const QActs& a, int64_t r, size_t i, float* y, 
       for (int t = 0; t < T; ++t) gacc[j][t] = _mm512_setzero_ps();
     for (int64_t k = k0; k < k1; ++k) {
       __m512i wv[R];
-      for (int j = 0; j < R; ++j) wv[j] = load_codes<U4>(rows[j], k, w.cols);
+      for (int j = 0; j < R; ++j) {
+        // The next tile's rows (R rows further: rows are contiguous), at the same column: the
+        // hardware prefetcher follows one stream per row poorly when R rows are read interleaved.
+        if constexpr (T == 1) _mm_prefetch(reinterpret_cast<const char*>(rows[j] + kBytes * k + R * w.row_bytes), _MM_HINT_T0);
+        wv[j] = load_codes<U4>(rows[j], k, w.cols);
+      }
       for (int t = 0; t < T; ++t) {
         const __m512i xv = _mm512_loadu_si512(xs[t] + 64 * k);
         const __m512 sx = _mm512_set1_ps(xscale[t][k]);

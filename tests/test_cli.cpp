@@ -190,3 +190,64 @@ TEST(Cli, ReportWritesTableAndPlots) {
 
 }  // namespace
 }  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// synth -> run -> quantize -> bench -> export, end to end on the toy shape.
+TEST(Cli, SynthBenchAndExport) {
+  const auto dir = test::temp_dir("synth");
+  const std::string model = (dir / "tiny").string();
+  auto r = run_lowbit("synth --shape tiny -o " + model + " --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["shape"], "tiny");
+  std::string err;
+  r = run_lowbit("synth --shape tiny -o " + model, &err);  // exists, no --force
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(err.find("already exists"), std::string::npos) << err;
+  r = run_lowbit("synth --shape llama-99b -o " + (dir / "x").string(), &err);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(err.find("known shapes: llama-2-7b, llama-3.2-1b, tinyllama-1.1b"), std::string::npos) << err;
+
+  r = run_lowbit("run " + model + " -p 'Hello, world' -n 4 --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto run = nlohmann::json::parse(r.out);
+  EXPECT_EQ(run["tokens"].size(), 4u);
+  EXPECT_EQ(run["prompt_tokens"].size(), 13u);  // <s> + one token per byte
+
+  for (const char* scheme : {"int8", "int4", "nf4", "int8-dyn"}) {
+    const std::string q = (dir / scheme).string();
+    ASSERT_EQ(run_lowbit("quantize " + model + " -o " + q + " --scheme " + scheme).status, 0) << scheme;
+    r = run_lowbit("bench " + q + " --prompt 16 --gen 8 --repeats 2 --bandwidth 10 --json", &err);
+    ASSERT_EQ(r.status, 0) << err;
+    const auto j = nlohmann::json::parse(r.out);
+    for (const char* key : {"prefill_tok_s", "decode_tok_s", "weight_gb_s", "bandwidth_gb_s", "bandwidth_pct", "peak_rss_mb"})
+      EXPECT_GT(j[key].get<double>(), 0) << scheme << " " << key;
+    EXPECT_DOUBLE_EQ(j["bandwidth_gb_s"].get<double>(), 10);
+    EXPECT_NEAR(j["bandwidth_pct"].get<double>(), 10 * j["weight_gb_s"].get<double>(), 1e-9);
+    EXPECT_LE(j["decode_tok_s_min"].get<double>(), j["decode_tok_s"].get<double>());
+  }
+  r = run_lowbit("bench " + model + " --prompt 300 --gen 8", &err);  // the toy has 256 positions
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(err.find("exceeds the model's 256 positions"), std::string::npos) << err;
+
+  r = run_lowbit("export " + model + " --to gguf -o " + (dir / "tiny.gguf").string() + " --json", &err);
+  ASSERT_EQ(r.status, 0) << err;
+  EXPECT_GT(nlohmann::json::parse(r.out)["bytes"].get<double>(), 0);
+  r = run_lowbit("export " + (dir / "int4").string() + " --to gguf -o " + (dir / "q.gguf").string(), &err);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(err.find("export a float checkpoint"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "q.gguf"));
+}
+
+TEST(Cli, BenchMemory) {
+  // The default buffer is >= 1 GiB; the call must still finish quickly and report a rate.
+  auto r = run_lowbit("bench --memory --json");
+  ASSERT_EQ(r.status, 0);
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["bandwidth_gb_s"].get<double>(), 0.1);
+  EXPECT_GE(j["buffer_bytes"].get<double>(), double(1u << 30));
+}
+
+}  // namespace
+}  // namespace lowbit

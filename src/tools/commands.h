@@ -33,6 +33,7 @@ void register_report(CLI::App& app, std::function<int()>& run);
 void register_classify(CLI::App& app, std::function<int()>& run);
 void register_synth(CLI::App& app, std::function<int()>& run);
 void register_bench(CLI::App& app, std::function<int()>& run);
+void register_export(CLI::App& app, std::function<int()>& run);
 
 // `lowbit eval MODEL --tsv FILE`: accuracy / macro-F1 of a sequence classifier (cmd_classify.cpp).
 int eval_classifier(const Common& c, const std::string& data_file, int max_len, const std::string& label_map,

@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   cli::register_classify(app, run);
   cli::register_synth(app, run);
   cli::register_bench(app, run);
+  cli::register_export(app, run);
   CLI11_PARSE(app, argc, argv);
   try {
     return run ? run() : 0;

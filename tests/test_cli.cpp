@@ -229,7 +229,7 @@ TEST(Cli, SynthBenchAndExport) {
   }
   r = run_lowbit("bench " + model + " --prompt 300 --gen 8", &err);  // the toy has 256 positions
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(err.find("exceeds the model's 256 positions"), std::string::npos) << err;
+  EXPECT_NE(err.find("--prompt 300 / --gen 8 exceeds the model's 256 positions"), std::string::npos) << err;
 
   r = run_lowbit("export " + model + " --to gguf -o " + (dir / "tiny.gguf").string() + " --json", &err);
   ASSERT_EQ(r.status, 0) << err;

@@ -270,3 +270,47 @@ TEST(PackedKernelsQ8, NonIntegerTablesStayOnTheFloatPath) {
 
 }  // namespace
 }  // namespace lowbit
+
+#include "lowbit/kernels/amx.h"
+
+namespace lowbit {
+namespace {
+
+// AMX-BF16 GEMM against a double-precision product on awkward shapes: both operands are rounded to
+// bf16 (relative error <= 2^-8 each, 8 significant bits), sums are float32.
+TEST(AmxBf16, GemmMatchesReferenceWithinBf16Rounding) {
+  if (!amx_bf16_available()) GTEST_SKIP() << "no AMX-BF16 on this CPU (or LOWBIT_AMX=0)";
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (size_t m : {1, 5, 33, 64})
+    for (size_t n : {1, 17, 40})
+      for (size_t k : {1, 31, 33, 100}) {
+        std::vector<float> x(m * k), w(n * k);
+        for (auto& v : x) v = normal(rng);
+        for (auto& v : w) v = normal(rng);
+        std::vector<uint16_t> a(amx_m(m) * amx_k(k)), b(amx_m(n) * amx_k(k));
+        amx_pack_acts(x.data(), m, k, k, a.data());
+        amx_pack_weights(w.data(), n, k, b.data());
+        const size_t ldy = n + 3;
+        std::vector<float> y(m * ldy, nan), acc(m * ldy, 1.0f);
+        amx_gemm(a.data(), m, b.data(), n, k, y.data(), ldy, false);
+        amx_gemm(a.data(), m, b.data(), n, k, acc.data(), ldy, true);
+        for (size_t i = 0; i < m; ++i) {
+          for (size_t j = 0; j < n; ++j) {
+            double want = 0, mag = 0;
+            for (size_t c = 0; c < k; ++c) {
+              want += double(x[i * k + c]) * w[j * k + c];
+              mag += std::fabs(double(x[i * k + c]) * w[j * k + c]);
+            }
+            const double tol = mag * (1.0 / 128 + 1e-6 * double(k)) + 1e-6;  // two roundings of 2^-8
+            ASSERT_NEAR(y[i * ldy + j], want, tol) << m << "x" << n << "x" << k << " at " << i << "," << j;
+            ASSERT_NEAR(acc[i * ldy + j], 1.0 + want, tol + 1e-6);
+          }
+          for (size_t j = n; j < ldy; ++j) ASSERT_TRUE(std::isnan(y[i * ldy + j]));  // nothing past n
+        }
+      }
+}
+
+}  // namespace
+}  // namespace lowbit

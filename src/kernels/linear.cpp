@@ -8,12 +8,14 @@
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
+#include "lowbit/kernels/amx.h"
 #include "lowbit/kernels/gemm.h"
 
 namespace lowbit {
 
 uint64_t LinearWeights::bytes() const {
-  uint64_t n = f32.size() * 4 + q8.size() + q8_scale.size() * 4 + q8_rowsum.size() * 4 + q8_vnni.size();
+  // What a pass over the weights reads: int8-dyn runs on q8_vnni (q8 is the reference's copy).
+  uint64_t n = f32.size() * 4 + q8_scale.size() * 4 + q8_rowsum.size() * 4 + (q8_vnni.empty() ? q8.size() : q8_vnni.size());
   for (const auto& s : packed) n += s.m.bytes();
   return n;
 }
@@ -169,6 +171,17 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   // Work items of 64 rows: even for the pool to split, and large enough that the per-item set-up
   // (activation permutation, group sums: O(cols)) stays ~1/64 of the item's work.
   const int64_t tile = 64;
+  // Prefill of quantized (U8 / U4) segments on AMX: bf16 tiles, float32 sums (amx.h); the
+  // activations are converted once per call, the weights per work item of 128 rows.
+  auto on_amx = [&](const PackedSegment& s) {
+    return gemm && (s.m.kind == PackedKind::U8 || s.m.kind == PackedKind::U4) && amx_bf16_available();
+  };
+  std::vector<uint16_t> a_bf16;
+  for (const auto& s : w.packed)
+    if (on_amx(s) && a_bf16.empty()) {
+      a_bf16.resize(amx_m(m) * amx_k(k));
+      amx_pack_acts(x, m, k, k, a_bf16.data());
+    }
   struct Item {
     const PackedSegment* seg;
     int64_t r0, r1, out0;  // rows of the segment; its first row's column in y
@@ -176,7 +189,8 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   std::vector<Item> items;
   int64_t out0 = 0;
   for (const auto& s : w.packed) {
-    for (int64_t r = 0; r < s.m.rows; r += tile) items.push_back({&s, r, std::min(s.m.rows, r + tile), out0});
+    const int64_t t = on_amx(s) ? 2 * tile : tile;
+    for (int64_t r = 0; r < s.m.rows; r += t) items.push_back({&s, r, std::min(s.m.rows, r + t), out0});
     out0 += s.m.rows;
   }
   // Int8 activations for the segments on the integer path: one QActs per (nibble order, group).
@@ -202,6 +216,7 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   if (gemm) set_blas_threads(0);  // BLAS single-threaded inside the pool's workers
   default_thread_pool().parallel_for(items.size(), [&](size_t b, size_t e, int) {
     thread_local std::vector<float> buf;
+    thread_local std::vector<uint16_t> b_bf16;
     for (size_t i = b; i < e; ++i) {
       const Item& it = items[i];
       const PackedMatrix& pm = it.seg->m;
@@ -217,6 +232,12 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
       const size_t n = size_t(it.r1 - it.r0);
       buf.resize(n * k);
       it.seg->kernels->dequant(pm, it.r0, it.r1, buf.data());
+      if (on_amx(*it.seg)) {
+        b_bf16.resize(amx_m(n) * amx_k(k));
+        amx_pack_weights(buf.data(), n, k, b_bf16.data());
+        amx_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);
+        continue;
+      }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), buf.data(), int(k),
                   accumulate ? 1.0f : 0.0f, yo, int(ldy));
     }

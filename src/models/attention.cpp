@@ -23,6 +23,18 @@ int KVSession::start(int n) const {
 
 namespace {
 
+// q·k with 8 independent partial sums: a single running sum is a chain of dependent adds that the
+// compiler may not reorder (no -ffast-math), 4 cycles per element; this vectorizes.
+inline float dot(const float* a, const float* b, int n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int d = 0;
+  for (; d + 8 <= n; d += 8)
+    for (int u = 0; u < 8; ++u) s[u] += a[d + u] * b[d + u];
+  float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+  for (; d < n; ++d) t += a[d] * b[d];
+  return t;
+}
+
 // First cache position a query at `pos` may attend to.
 int first_visible(int pos, int sliding_window) { return sliding_window > 0 ? std::max(0, pos - sliding_window + 1) : 0; }
 
@@ -43,9 +55,7 @@ void attention_rows(const float* q_all, size_t q_stride, KVSession& s, int layer
       float max_score = -INFINITY;
       for (int j = lo; j <= pos; ++j) {
         const float* k = s.k_at(layer, j) + size_t(kvh) * size_t(hd);
-        float dot = 0;
-        for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
-        scores[j] = dot * scale;
+        scores[j] = dot(q, k, hd) * scale;
         max_score = std::max(max_score, scores[j]);
       }
       float sum = 0;

@@ -44,7 +44,7 @@ struct LinearWeights {
   bool is_int8() const { return !q8.empty(); }
   int64_t rows_padded() const { return (rows + 15) / 16 * 16; }
   int64_t cols_padded() const { return (cols + 3) / 4 * 4; }
-  uint64_t bytes() const;
+  uint64_t bytes() const;  // what one pass of the kernels reads (weights, scales)
   // Stacks `other`'s rows under these (fused projections); both of one kind and width.
   void append_rows(const LinearWeights& other);
   static LinearWeights from_f32(std::vector<float> w, int64_t rows, int64_t cols);

@@ -1,5 +1,7 @@
 // The scalar reference of the packed-weight kernels (the oracle the vector variants are tested
 // against), the helpers they share for scalar tails, and the start-up choice of a variant.
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -183,6 +185,16 @@ const PackedKernels& packed_kernels_ref() {
   return k;
 }
 
+namespace {
+
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+
+}  // namespace
+
 bool packed_kernels_available(const PackedKernels& k) {
   __builtin_cpu_init();
   const std::string_view n = k.name;
@@ -190,8 +202,8 @@ bool packed_kernels_available(const PackedKernels& k) {
     return packed_kernels_available(packed_kernels_avx512()) && __builtin_cpu_supports("avx512vnni");
   if (n == "avx512")
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
-  if (n == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+           __builtin_cpu_supports("avx512vl") && cpu_has_f16c() && __builtin_cpu_supports("fma");
+  if (n == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   return true;
 }
 

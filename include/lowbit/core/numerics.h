@@ -9,7 +9,8 @@ namespace lowbit {
 
 // Index of the first NaN or +-Inf in x[0..n), or -1 when every value is finite.
 int64_t find_non_finite(const float* x, size_t n);
-// The same over n stored values of a float type: F32, F16 or BF16 bits (exponent all ones).
+// The same over n stored values of 4 or 2 bytes (F32, F16, BF16) whose non-finite values have
+// every bit of exponent_mask set.
 int64_t find_non_finite_bits(const void* data, size_t n, size_t elem_bytes, uint32_t exponent_mask);
 
 // The output x[rows][cols] of layer `layer` (named "<layer_prefix><layer>", e.g. "model.layers.3")

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <memory>
 
+#include "lowbit/core/error.h"
+
 namespace lowbit {
 
 ThreadPool::ThreadPool(int threads) {
@@ -75,6 +77,50 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t,
     std::unique_lock lock(mutex_);
     done_.wait(lock, [&] { return pending_.load() == 0; });
   }
+}
+
+void ThreadPool::parallel_steal(size_t n, const std::function<void(size_t, int)>& fn) {
+  const int count = size();
+  if (workers_.empty() || n <= 1) {
+    for (size_t i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  if (n >= (size_t(1) << 32)) fail("parallel_steal: {} items (at most 2^32 - 1)", n);
+  // Each share is one 64-bit word: low half its next item, high half its end; owners take from
+  // the front and thieves from the back, both by compare-and-swap, so an item is claimed once.
+  struct alignas(64) Share {
+    std::atomic<uint64_t> range;
+  };
+  std::unique_ptr<Share[]> shares(new Share[size_t(count)]);
+  for (int t = 0; t < count; ++t) {
+    const uint64_t b = n * size_t(t) / size_t(count), e = n * size_t(t + 1) / size_t(count);
+    shares[size_t(t)].range.store(b | (e << 32), std::memory_order_relaxed);
+  }
+  parallel_for(size_t(count), [&](size_t tb, size_t te, int) {
+    for (size_t self = tb; self < te; ++self) {
+      std::atomic<uint64_t>& own = shares[self].range;
+      for (;;) {  // own share, front first
+        uint64_t v = own.load(std::memory_order_acquire);
+        const uint64_t b = v & 0xffffffffu, e = v >> 32;
+        if (b >= e) break;
+        if (own.compare_exchange_weak(v, (b + 1) | (e << 32), std::memory_order_acq_rel)) fn(size_t(b), int(self));
+      }
+      for (;;) {  // then the back of the fullest other share
+        size_t victim = size_t(count);
+        uint64_t most = 0;
+        for (size_t t = 0; t < size_t(count); ++t) {
+          const uint64_t v = shares[t].range.load(std::memory_order_acquire);
+          const uint64_t b = v & 0xffffffffu, e = v >> 32;
+          if (e > b && e - b > most) most = e - b, victim = t;
+        }
+        if (victim == size_t(count)) break;
+        std::atomic<uint64_t>& r = shares[victim].range;
+        uint64_t v = r.load(std::memory_order_acquire);
+        const uint64_t b = v & 0xffffffffu, e = v >> 32;
+        if (b < e && r.compare_exchange_weak(v, b | ((e - 1) << 32), std::memory_order_acq_rel)) fn(size_t(e - 1), int(self));
+      }
+    }
+  });
 }
 
 namespace {

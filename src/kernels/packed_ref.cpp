@@ -74,11 +74,15 @@ int int_zero_of(const PackedMatrix& w) {
   return int(z);
 }
 
-int8_t QActs::at(size_t i, int64_t c) const {
-  int64_t pos = c;
-  if (nibble_order) pos = (c / kBlock) * kBlock + (c % kBlock) / 2 + (c % 2) * 32;
-  return q[i * size_t(stride) + size_t(pos)];
+namespace {
+// Where column c sits in a token's row of QActs::q.
+inline int64_t q_position(int64_t c, bool nibble_order) {
+  constexpr int64_t C = QActs::kChunk;
+  return nibble_order ? (c / C) * C + (c % 2) * (C / 2) + (c % C) / 2 : c;
 }
+}  // namespace
+
+int8_t QActs::at(size_t i, int64_t c) const { return q[i * size_t(stride) + size_t(q_position(c, nibble_order))]; }
 
 void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order, QActs& a) {
   constexpr int64_t B = QActs::kBlock;
@@ -89,6 +93,7 @@ void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t g
   a.group = G;
   a.groups = (cols + G - 1) / G;
   a.blocks = (cols + B - 1) / B;
+  if (nibble_order) a.blocks = (cols + QActs::kChunk - 1) / QActs::kChunk * (QActs::kChunk / B);
   a.stride = a.blocks * B;
   a.nibble_order = nibble_order;
   a.q.assign(m * size_t(a.stride), 0);
@@ -100,7 +105,7 @@ void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t g
     for (size_t i = i0; i < i1; ++i) {
       const float* xi = x + i * ldx;
       int8_t* qi = a.q.data() + i * size_t(a.stride);
-      for (int64_t k = 0; k < a.blocks; ++k) {
+      for (int64_t k = 0; k * B < cols; ++k) {
         const int64_t c0 = k * B, c1 = std::min(c0 + B, cols);
         float absmax = 0;
         for (int64_t c = c0; c < c1; ++c) absmax = std::max(absmax, std::fabs(xi[c]));
@@ -109,7 +114,7 @@ void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t g
         for (int64_t c = c0; c < c1; ++c) {
           const float v = xi[c] * inv;
           const int q = std::clamp(int(v + (v >= 0 ? 0.5f : -0.5f)), -127, 127);
-          qi[nibble_order ? c0 + (c - c0) / 2 + (c % 2) * 32 : c] = int8_t(q);
+          qi[q_position(c, nibble_order)] = int8_t(q);
           qsum += q;
         }
         const float scale = absmax / 127.0f;

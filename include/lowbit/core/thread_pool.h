@@ -21,6 +21,11 @@ class ThreadPool {
   int size() const { return int(workers_.size()) + 1; }
   // fn(begin, end, thread_index) over [0, n) split into size() chunks.
   void parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn);
+  // fn(i, thread_index) for every i in [0, n), balanced at run time: each thread starts on its own
+  // contiguous share (front to back) and, when done, takes items from the back of the share with
+  // the most left. For memory-bound loops where one thread's share can take longer than another's
+  // (the two cores do not get equal bandwidth), so that neither waits at the end.
+  void parallel_steal(size_t n, const std::function<void(size_t, int)>& fn);
 
  private:
   void worker_loop(int index);

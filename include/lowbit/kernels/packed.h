@@ -57,9 +57,13 @@ int int_zero_of(const PackedMatrix& w);
 // outlier channels: DistilBERT's logits moved by 40%.)
 struct QActs {
   static constexpr int64_t kBlock = 64;
+  static constexpr int64_t kChunk = 128;  // nibble_order's unit
   size_t m = 0;
   int64_t cols = 0, group = 0, groups = 0, blocks = 0, stride = 0;  // stride = blocks * 64 (zero padded)
-  bool nibble_order = false;  // U4: each block holds its even columns, then its odd ones
+  // U4: each chunk of 128 columns holds its 64 even columns, then its 64 odd ones (the low and the
+  // high nibbles of the chunk's 64 code bytes); stride and blocks are then padded to whole chunks
+  // (a padding block has scale 0 and zero q).
+  bool nibble_order = false;
   std::vector<int8_t> q;      // [m][stride]
   std::vector<float> scale;   // [m][blocks]
   std::vector<float> zsum, sum_x;  // [m][groups]

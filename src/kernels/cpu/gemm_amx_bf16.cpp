@@ -3,7 +3,7 @@
 // step of 32 inputs, four TDPBF16PS per two A and two B loads. Compiled with its own ISA flags
 // (CMakeLists.txt) and only called when amx_bf16_available().
 #include <cpuid.h>
-#include <immintrin.h>
+#include "intrinsics.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 

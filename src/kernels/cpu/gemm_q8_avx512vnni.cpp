@@ -4,7 +4,7 @@
 // keeps 8 accumulators; tails take 1 row / 16 outputs. The output tail (rows not a multiple of 16)
 // is computed on the zero-padded weights and stored masked. Compiled with its own ISA flags
 // (CMakeLists.txt) and only called when the CPU has them (gemm_q8_dyn_best).
-#include <immintrin.h>
+#include "intrinsics.h"
 
 #include <cstring>
 

@@ -2,7 +2,7 @@
 // widen to 8 int32 lanes (low nibbles = even columns, high = odd); the 16-entry code table is two
 // vpermps over its halves and a blend on bit 3 of the code. Compiled with its own ISA flags
 // (CMakeLists.txt) and only called when the CPU has them (packed_kernels_best).
-#include <immintrin.h>
+#include "intrinsics.h"
 
 #include "packed_impl.h"
 

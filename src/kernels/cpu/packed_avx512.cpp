@@ -3,7 +3,7 @@
 // odd ones, each looked up in the 16-entry code table with one vpermps. U8: 2 x 16 bytes widened,
 // minus the zero code. F16: vcvtph2ps; BF16: widen and shift left 16. Compiled with its own ISA flags
 // (CMakeLists.txt) and only called when the CPU has them (packed_kernels_best).
-#include <immintrin.h>
+#include "intrinsics.h"
 
 #include "packed_impl.h"
 

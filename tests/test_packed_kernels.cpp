@@ -151,6 +151,63 @@ TEST(PackedKernels, EveryVariantMatchesTheReference) {
   }
 }
 
+// Scales and offsets read in place from F16 parts (PackedMatrix::scale_f16 / offset_f16) give
+// exactly what the same values as float32 give, in every variant and entry point.
+TEST(PackedKernels, Float16ParametersMatchFloat32Ones) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  int checked = 0;
+  for (PackedKind kind : {PackedKind::U8, PackedKind::U4})
+    for (int64_t cols : {33, 128, 300})
+      for (int64_t group : {int64_t(64), int64_t(128), cols})
+        for (bool with_offset : {false, true}) {
+          const int64_t rows = 9;
+          Owned o = make(kind, rows, cols, group, with_offset, rng);
+          for (int c = 0; c < 16; ++c) o.m.lut[c] = float(c);  // integer table: the q8 path too
+          o.m.zero = 0;
+          o.m.int_zero = int_zero_of(o.m);
+          // Values float16 can hold, in both representations.
+          std::vector<uint16_t> sh(o.scale.size()), oh(o.offset.size());
+          for (size_t i = 0; i < sh.size(); ++i) o.scale[i] = f16_to_f32(sh[i] = f32_to_f16(o.scale[i]));
+          for (size_t i = 0; i < oh.size(); ++i) o.offset[i] = f16_to_f32(oh[i] = f32_to_f16(o.offset[i]));
+          PackedMatrix h = o.m;
+          h.scale = nullptr;
+          h.offset = nullptr;
+          h.scale_f16 = sh.data();
+          h.offset_f16 = oh.empty() ? nullptr : oh.data();
+          ASSERT_EQ(h.has_offset(), with_offset);
+          ASSERT_LT(h.bytes(), o.m.bytes());
+          const size_t m = 2, ldx = size_t(cols), ldy = size_t(rows);
+          std::vector<float> x(m * ldx);
+          for (auto& v : x) v = normal(rng);
+          QActs a;
+          quantize_acts(x.data(), m, ldx, cols, group, kind == PackedKind::U4, a);
+          for (const PackedKernels* k : variants()) {
+            if (!k->supports(o.m)) continue;
+            SCOPED_TRACE(fmt::format("{} kind {} cols {} group {} offset {}", k->name, packed_kind_name(kind), cols,
+                                     group, with_offset));
+            std::vector<float> d32(size_t(rows * cols), nan), d16(d32.size(), nan);
+            k->dequant(o.m, 0, rows, d32.data());
+            k->dequant(h, 0, rows, d16.data());
+            ASSERT_EQ(d32, d16);
+            std::vector<float> y32(m * ldy, nan), y16(m * ldy, nan);
+            k->matvec(o.m, x.data(), m, ldx, 0, rows, y32.data(), ldy, false);
+            k->matvec(h, x.data(), m, ldx, 0, rows, y16.data(), ldy, false);
+            ASSERT_EQ(y32, y16);
+            if (k->matmul_q8 && k->supports_q8(o.m)) {
+              std::fill(y32.begin(), y32.end(), nan);
+              std::fill(y16.begin(), y16.end(), nan);
+              k->matmul_q8(o.m, a, 0, rows, y32.data(), ldy, false);
+              k->matmul_q8(h, a, 0, rows, y16.data(), ldy, false);
+              ASSERT_EQ(y32, y16);
+            }
+            ++checked;
+          }
+        }
+  EXPECT_GE(checked, 36);
+}
+
 TEST(PackedKernels, VectorVariantsDeclineGroupsThatSplitTheirSteps) {
   std::mt19937 rng(1);
   Owned o = make(PackedKind::U4, 2, 300, 100, true, rng);

@@ -2,6 +2,7 @@
 // evaluation of quantized models against the float one.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 #include "lowbit/core/error.h"
@@ -112,6 +113,24 @@ TEST(QuantizedCheckpoint, WritesReadsAndRoundTrips) {
     EXPECT_EQ(sp->bytes, p.bytes) << p.suffix;
     EXPECT_EQ(sp->shape, p.shape) << p.suffix;
     EXPECT_EQ(sp->dtype, p.dtype) << p.suffix;
+  }
+  // Loaded for inference, the codes and the F16 scales and mins are read where the file maps them
+  // (no float32 copy), and give the format's own dequantization row by row.
+  {
+    WeightStore packed(root / "int4");
+    packed.set_packed(true);
+    const LinearWeights lw = packed.load_linear(name, {64, 172});
+    ASSERT_TRUE(lw.is_packed());
+    ASSERT_EQ(lw.packed.size(), 1u);
+    EXPECT_NE(lw.packed[0].m.scale_f16, nullptr);
+    EXPECT_NE(lw.packed[0].m.offset_f16, nullptr);
+    EXPECT_EQ(lw.packed[0].m.scale, nullptr);
+    std::vector<float> deq(64 * 172), row(172);
+    find_format("affine").dequantize(stored, deq.data());
+    for (int64_t r = 0; r < 64; ++r) {
+      lw.row_f32(r, row.data());
+      ASSERT_TRUE(std::equal(row.begin(), row.end(), deq.begin() + r * 172)) << "row " << r;
+    }
   }
   // Deterministic: the same command writes the same bytes.
   opt.force = true;

@@ -107,6 +107,8 @@ CodeParams code_params_affine(const QuantizedTensor& q) {
   CodeParams p;
   p.scale = load_param_part(q, q.require("scale", groups.param_shape(), DType::F16, DType::F32));
   p.offset = load_param_part(q, q.require("min", groups.param_shape(), DType::F16, DType::F32));
+  p.scale_part = "scale";
+  p.offset_part = "min";
   for (int c = 0; c < (1 << q.spec.bits); ++c) p.table.push_back(float(c));
   return p;
 }

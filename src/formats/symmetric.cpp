@@ -86,6 +86,7 @@ CodeParams code_params_symmetric(const QuantizedTensor& q) {
   const Groups groups(q.rows, q.cols, q.spec.group);
   CodeParams p;
   p.scale = load_param_part(q, q.require("scale", groups.param_shape(), DType::F16, DType::F32));
+  p.scale_part = "scale";
   const int zero_code = 1 << (q.spec.bits - 1);
   for (int c = 0; c < (1 << q.spec.bits); ++c) p.table.push_back(float(c - zero_code));
   p.invalid_code = 0;

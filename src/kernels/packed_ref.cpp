@@ -29,7 +29,7 @@ const char* packed_kind_name(PackedKind k) {
 uint64_t PackedMatrix::bytes() const {
   uint64_t n = uint64_t(rows) * row_bytes;
   if (kind == PackedKind::U8 || kind == PackedKind::U4)
-    n += uint64_t(rows) * uint64_t(groups()) * sizeof(float) * (offset ? 2 : 1);
+    n += uint64_t(rows) * uint64_t(groups()) * ((scale_f16 ? 2 : 4) + (offset_f16 ? 2 : offset ? 4 : 0));
   return n;
 }
 
@@ -58,7 +58,7 @@ float packed_value(const PackedMatrix& w, int64_t r, int64_t c) {
       const int64_t g = r * w.groups() + c / w.group;
       const uint8_t code = packed_code(w, row, c);
       const float base = w.kind == PackedKind::U8 ? float(int(code) - w.zero) : w.lut[code];
-      return base * w.scale[g] + (w.offset ? w.offset[g] : 0.0f);
+      return base * w.scale_at(g) + w.offset_at(g);
     }
   }
   return 0;
@@ -175,8 +175,8 @@ void ref_matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1
           gsum += a.scale[i * size_t(a.blocks) + size_t(k)] * float(s);
         }
         const size_t wg = size_t(r * groups + g), ag = i * size_t(a.groups) + size_t(g);
-        acc += w.scale[wg] * gsum - float(w.int_zero) * w.scale[wg] * a.zsum[ag] +
-               (w.offset ? w.offset[wg] * a.sum_x[ag] : 0.0f);
+        const float s = w.scale_at(wg);
+        acc += s * gsum - float(w.int_zero) * s * a.zsum[ag] + (w.has_offset() ? w.offset_at(wg) * a.sum_x[ag] : 0.0f);
       }
       float& out = y[i * ldy + size_t(r - r0)];
       out = accumulate ? out + acc : acc;

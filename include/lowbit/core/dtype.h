@@ -30,7 +30,27 @@ inline uint16_t f32_to_bf16(float f) {
   return uint16_t(bits >> 16);
 }
 
-float f16_to_f32(uint16_t h);
+inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);  // Inf / NaN
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal: value = mant * 2^-24
+    float f = float(mant) * 0x1p-24f;
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 uint16_t f32_to_f16(float f);  // round to nearest even, overflow to Inf
 
 // Converts n elements of type `t` at `src` to float32 (F32, F16, BF16, I8, U8, I32, F64).

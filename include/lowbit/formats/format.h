@@ -55,6 +55,9 @@ struct CodeParams {
   std::vector<float> table;          // value of each code before scaling (2^bits entries)
   std::vector<float> scale, offset;  // per group as stored: [rows][groups per row], or [1] per tensor; offset may be empty
   int invalid_code = -1;             // a code the format never writes (symmetric: 0), or -1
+  // The parts that hold scale / offset exactly as listed above (per group, as stored), so that a
+  // kernel may read them in place; empty where they are computed (NF4's double-quantized absmax).
+  std::string scale_part, offset_part;
 };
 
 struct FormatTraits {

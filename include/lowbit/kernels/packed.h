@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "lowbit/core/dtype.h"
+
 namespace lowbit {
 
 enum class PackedKind : uint8_t { F32, F16, BF16, U8, U4 };
@@ -29,9 +31,14 @@ struct PackedMatrix {
   const uint8_t* data = nullptr;  // row r starts at data + r * row_bytes
   size_t row_bytes = 0;
   // U8 / U4 only:
-  int64_t group = 0;              // inputs per group (>= 1; cols for one group per row)
-  const float* scale = nullptr;   // [rows][groups()]
-  const float* offset = nullptr;  // [rows][groups()], or nullptr: no offset
+  int64_t group = 0;  // inputs per group (>= 1; cols for one group per row)
+  // Per group scale and offset, [rows][groups()], each float32 or float16 (the checkpoint's own F16
+  // parts, read where the file maps them: half the bytes per group of a float32 copy): exactly one
+  // of scale / scale_f16 is set; neither offset nor offset_f16 means no offset.
+  const float* scale = nullptr;
+  const float* offset = nullptr;
+  const uint16_t* scale_f16 = nullptr;
+  const uint16_t* offset_f16 = nullptr;
   int zero = 0;                   // U8: the code of 0
   float lut[16] = {};             // U4: the value of each code, before scaling
 
@@ -40,6 +47,9 @@ struct PackedMatrix {
   int int_zero = -1;
 
   int64_t groups() const { return group > 0 ? (cols + group - 1) / group : 1; }
+  float scale_at(size_t i) const { return scale_f16 ? f16_to_f32(scale_f16[i]) : scale[i]; }
+  bool has_offset() const { return offset != nullptr || offset_f16 != nullptr; }
+  float offset_at(size_t i) const { return offset_f16 ? f16_to_f32(offset_f16[i]) : offset ? offset[i] : 0.0f; }
   // Bytes one pass over the matrix reads (codes and scales).
   uint64_t bytes() const;
 };

@@ -113,9 +113,9 @@ struct PackedImpl {
         const vec sum = V::add(acc[2 * j], acc[2 * j + 1]);
         if constexpr (K == PackedKind::U8 || K == PackedKind::U4) {
           const size_t gi = size_t((r + j) * groups + g);
-          const float s = w.scale[gi];
+          const float s = w.scale_at(gi);
           total[j] = V::fmadd(sum, V::set1(s), total[j]);
-          scalar[j] += s * tail + (w.offset ? w.offset[gi] * xsum[g] : 0.0f);
+          scalar[j] += s * tail + (w.has_offset() ? w.offset_at(gi) * xsum[g] : 0.0f);
         } else {
           total[j] = V::add(total[j], sum);
           scalar[j] += tail;
@@ -135,7 +135,7 @@ struct PackedImpl {
       const float* xi = x + i * ldx;
       const float* xp = prepare(w, xi, buf);
       float* xsum = nullptr;
-      if (quantized(w) && w.offset) {
+      if (quantized(w) && w.has_offset()) {
         xsum = xsum_buf.get(size_t(ng));
         for (int64_t g = 0; g < ng; ++g) {
           float s = 0;
@@ -185,7 +185,7 @@ struct PackedImpl {
         V::template decode<K>(ctx, row, k, a, b);
         if constexpr (K == PackedKind::U8 || K == PackedKind::U4) {
           const size_t gi = size_t(r * groups + (k * kChunk) / G);
-          const vec s = V::set1(w.scale[gi]), off = V::set1(w.offset ? w.offset[gi] : 0.0f);
+          const vec s = V::set1(w.scale_at(gi)), off = V::set1(w.offset_at(gi));
           a = V::add(V::mul(a, s), off);  // not fused: bit for bit what the formats' dequantize gives
           b = V::add(V::mul(b, s), off);
         }

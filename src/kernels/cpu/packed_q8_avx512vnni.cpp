@@ -27,6 +27,13 @@ bool supports_q8(const PackedMatrix& w) {
   return w.int_zero >= 0 && (w.group >= w.cols || (w.group > 0 && w.group % 64 == 0));
 }
 
+// A group's scale or offset, float32 or float16 (PackedMatrix).
+inline float param_at(const float* f32, const uint16_t* f16, size_t i) { return f16 ? _cvtsh_ss(f16[i]) : f32[i]; }
+// 16 of them from i (masked), as float32 lanes.
+inline __m512 params16(const float* f32, const uint16_t* f16, size_t i, __mmask16 m) {
+  return f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, f16 + i)) : _mm512_maskz_loadu_ps(m, f32 + i);
+}
+
 inline __m512i load_u8(const uint8_t* row, int64_t k, int64_t cols) {
   const int64_t left = cols - 64 * k;  // columns from this chunk to the end of the row
   const uint8_t* p = row + 64 * k;
@@ -82,7 +89,7 @@ void tile_u8(const PackedMatrix& w, const QActs& a, int64_t r, size_t i, float* 
     }
     for (int j = 0; j < R; ++j) {
       const size_t wg = size_t((r + j) * groups + g);
-      const float s = w.scale[wg], off = w.offset ? w.offset[wg] : 0.0f;
+      const float s = param_at(w.scale, w.scale_f16, wg), off = w.has_offset() ? param_at(w.offset, w.offset_f16, wg) : 0.0f;
       for (int t = 0; t < T; ++t) {
         const size_t agi = (i + size_t(t)) * size_t(ag_n) + size_t(g);
         facc[j][t] = _mm512_fmadd_ps(gacc[j][t], _mm512_set1_ps(s), facc[j][t]);
@@ -102,15 +109,15 @@ void tile_u8(const PackedMatrix& w, const QActs& a, int64_t r, size_t i, float* 
 // (a scalar loop here took ~10 % of an int4 decode step at group 128).
 inline float group_terms(const PackedMatrix& w, const QActs& a, int64_t r, size_t i) {
   const int64_t n = a.groups;
-  const float* s = w.scale + size_t(r * w.groups());
-  const float* off = w.offset ? w.offset + size_t(r * w.groups()) : nullptr;
+  const size_t w0 = size_t(r * w.groups());
   const float* zsum = a.zsum.data() + i * size_t(n);
   const float* sum_x = a.sum_x.data() + i * size_t(n);
   __m512 zs = _mm512_setzero_ps(), os = _mm512_setzero_ps();
   for (int64_t g = 0; g < n; g += 16) {
     const __mmask16 m = n - g >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - g)) - 1);
-    zs = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, s + g), _mm512_maskz_loadu_ps(m, zsum + g), zs);
-    if (off) os = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, off + g), _mm512_maskz_loadu_ps(m, sum_x + g), os);
+    zs = _mm512_fmadd_ps(params16(w.scale, w.scale_f16, w0 + size_t(g), m), _mm512_maskz_loadu_ps(m, zsum + g), zs);
+    if (w.has_offset())
+      os = _mm512_fmadd_ps(params16(w.offset, w.offset_f16, w0 + size_t(g), m), _mm512_maskz_loadu_ps(m, sum_x + g), os);
   }
   return -float(w.int_zero) * _mm512_reduce_add_ps(zs) + _mm512_reduce_add_ps(os);
 }
@@ -121,10 +128,10 @@ void tile_u4(const PackedMatrix& w, const QActs& a, int64_t r, size_t i, float* 
   constexpr int64_t C = QActs::kChunk;
   const int64_t G = a.group, groups = w.groups(), chunks = (w.cols + C - 1) / C;
   const uint8_t* rows[R];
-  const float* wscale[R];
+  size_t wg0[R];  // the row's first group
   for (int j = 0; j < R; ++j) {
     rows[j] = w.data + size_t(r + j) * w.row_bytes;
-    wscale[j] = w.scale + size_t(r + j) * size_t(groups);
+    wg0[j] = size_t(r + j) * size_t(groups);
   }
   const int8_t* xs[T];
   const float* xscale[T];
@@ -149,8 +156,8 @@ void tile_u4(const PackedMatrix& w, const QActs& a, int64_t r, size_t i, float* 
       const __m512i v = _mm512_maskz_loadu_epi8(mask, rows[j] + 64 * c);
       lo[j] = _mm512_and_si512(v, low4);
       hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-      sw[j] = _mm512_set1_ps(wscale[j][g0]);
-      if (g1 != g0) sw[j] = _mm512_mask_blend_ps(kHigh, sw[j], _mm512_set1_ps(wscale[j][g1]));
+      sw[j] = _mm512_set1_ps(param_at(w.scale, w.scale_f16, wg0[j] + size_t(g0)));
+      if (g1 != g0) sw[j] = _mm512_mask_blend_ps(kHigh, sw[j], _mm512_set1_ps(param_at(w.scale, w.scale_f16, wg0[j] + size_t(g1))));
     }
     for (int t = 0; t < T; ++t) {
       const __m512i xe = _mm512_loadu_si512(xs[t] + C * c), xo = _mm512_loadu_si512(xs[t] + C * c + 64);

@@ -314,6 +314,51 @@ TEST(PackedKernelsQ8, EveryVariantMatchesTheReference) {
   }
 }
 
+// Each variant's quantize_acts against the reference: q, block scales and zsum bit for bit, sum_x
+// within float rounding (summed in another order).
+TEST(PackedKernelsQ8, QuantizeActsMatchesTheReference) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int checked = 0;
+  for (const PackedKernels* k : variants()) {
+    if (!k->quantize_acts) continue;
+    for (int64_t cols : {1, 33, 64, 100, 128, 172, 300, 2048})
+      for (int64_t group : {int64_t(64), int64_t(128), int64_t(0)})
+        for (bool nibble : {false, true})
+          for (size_t m : {size_t(1), size_t(3)}) {
+            SCOPED_TRACE(fmt::format("{} cols {} group {} nibble {} m {}", k->name, cols, group, nibble, m));
+            const size_t ldx = size_t(cols) + 2;
+            std::vector<float> x(m * ldx, std::numeric_limits<float>::quiet_NaN());  // padding never read
+            for (size_t i = 0; i < m; ++i)
+              for (int64_t c = 0; c < cols; ++c) x[i * ldx + size_t(c)] = normal(rng) * (c % 7 == 0 ? 20.0f : 1.0f);
+            x[0] = 0.0f;  // a block may start with zeros (and -0 rounds to 0)
+            if (cols > 1) x[1] = -0.0f;
+            QActs want, got;
+            quantize_acts(x.data(), m, ldx, cols, group, nibble, want);
+            got.q.assign(7, 1);  // stale contents are replaced
+            k->quantize_acts(x.data(), m, ldx, cols, group, nibble, got);
+            ASSERT_EQ(got.stride, want.stride);
+            ASSERT_EQ(got.blocks, want.blocks);
+            ASSERT_EQ(got.groups, want.groups);
+            ASSERT_EQ(got.q, want.q);
+            ASSERT_EQ(got.scale, want.scale);
+            ASSERT_EQ(got.zsum, want.zsum);
+            ASSERT_EQ(got.sum_x.size(), want.sum_x.size());
+            for (size_t g = 0; g < want.sum_x.size(); ++g) {
+              double mag = 0;
+              const size_t i = g / size_t(want.groups), gi = g % size_t(want.groups);
+              for (int64_t c = int64_t(gi) * want.group; c < std::min<int64_t>(int64_t(gi + 1) * want.group, cols); ++c)
+                mag += std::fabs(x[i * ldx + size_t(c)]);
+              ASSERT_NEAR(got.sum_x[g], want.sum_x[g], 1.2e-7 * double(cols) * mag + 1e-30) << "group " << g;
+            }
+            ++checked;
+          }
+  }
+  if (packed_kernels_available(packed_kernels_avx512vnni())) {
+    EXPECT_EQ(checked, 96);
+  }
+}
+
 TEST(PackedKernelsQ8, NonIntegerTablesStayOnTheFloatPath) {
   PackedMatrix m;
   m.kind = PackedKind::U4;

@@ -210,7 +210,7 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
       if (a->nibble == nibble && a->group == G) seg_acts[s] = &a->a;
     if (seg_acts[s]) continue;
     acts.push_back(std::make_unique<Acts>(Acts{nibble, G, {}}));
-    quantize_acts(x, m, k, int64_t(k), G, nibble, acts.back()->a);
+    (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(x, m, k, int64_t(k), G, nibble, acts.back()->a);
     seg_acts[s] = &acts.back()->a;
   }
   if (gemm) set_blas_threads(0);  // BLAS single-threaded inside the pool's workers

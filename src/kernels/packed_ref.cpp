@@ -84,7 +84,7 @@ inline int64_t q_position(int64_t c, bool nibble_order) {
 
 int8_t QActs::at(size_t i, int64_t c) const { return q[i * size_t(stride) + size_t(q_position(c, nibble_order))]; }
 
-void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order, QActs& a) {
+void prepare_acts(size_t m, int64_t cols, int64_t group, bool nibble_order, QActs& a) {
   constexpr int64_t B = QActs::kBlock;
   const int64_t G = group > 0 ? std::min(group, cols) : cols;
   if (G < cols && G % B != 0) fail("quantize_acts: group {} is not a multiple of {}", G, B);
@@ -100,6 +100,12 @@ void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t g
   a.scale.assign(m * size_t(a.blocks), 0.0f);
   a.zsum.assign(m * size_t(a.groups), 0.0f);
   a.sum_x.assign(m * size_t(a.groups), 0.0f);
+}
+
+void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order, QActs& a) {
+  constexpr int64_t B = QActs::kBlock;
+  prepare_acts(m, cols, group, nibble_order, a);
+  const int64_t G = a.group;
   // Tokens split over the pool when there are enough of them to pay for waking it.
   auto rows = [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; ++i) {

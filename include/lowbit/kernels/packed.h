@@ -80,7 +80,10 @@ struct QActs {
   int8_t at(size_t i, int64_t c) const;  // q of token i, column c (undoing nibble_order)
 };
 // x[i * ldx + c] for i < m, c < cols -> out; `group`: the weights' group (a multiple of 64, or >= cols).
+// The reference; PackedKernels::quantize_acts is the fastest the variant has.
 void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order, QActs& out);
+// Sizes and zeroes `out` for m tokens of `cols` (checks the group): the part every variant shares.
+void prepare_acts(size_t m, int64_t cols, int64_t group, bool nibble_order, QActs& out);
 
 struct PackedKernels {
   const char* name;
@@ -96,6 +99,10 @@ struct PackedKernels {
   bool (*supports_q8)(const PackedMatrix& w) = nullptr;
   void (*matmul_q8)(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy,
                     bool accumulate) = nullptr;
+  // quantize_acts for matmul_q8: q, scale and zsum bit for bit as the reference's; sum_x within
+  // float rounding (summed in another order). nullptr: the reference.
+  void (*quantize_acts)(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order,
+                        QActs& out) = nullptr;
 };
 
 const PackedKernels& packed_kernels_ref();

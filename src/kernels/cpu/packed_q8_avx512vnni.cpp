@@ -201,6 +201,64 @@ void matmul(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float
   }
 }
 
+// One token's activations to int8 per 64-column block, as the reference (packed_ref.cpp) does it
+// element for element (v = x·(127/absmax), then v ± 0.5 truncated, clamped to ±127), 16 lanes at a
+// time; U4's nibble order is made at the int32 stage by gathering the even and the odd lanes.
+// sum_x is summed in 16 lanes (the reference: one column after another).
+void quantize_token(const float* x, int64_t cols, QActs& a, size_t i) {
+  constexpr int64_t B = QActs::kBlock, C = QActs::kChunk;
+  int8_t* q = a.q.data() + i * size_t(a.stride);
+  const __m512i sign = _mm512_set1_epi32(int(0x80000000u)), half = _mm512_castps_si512(_mm512_set1_ps(0.5f));
+  const __m512i lo127 = _mm512_set1_epi32(-127), hi127 = _mm512_set1_epi32(127);
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  __m512 gsum = _mm512_setzero_ps();
+  for (int64_t k = 0; k * B < cols; ++k) {
+    const int64_t c0 = k * B, n = std::min(B, cols - c0);
+    __m512 v[4];
+    __m512 amax = _mm512_setzero_ps();
+    for (int p = 0; p < 4; ++p) {
+      const int64_t left = std::clamp<int64_t>(n - 16 * p, 0, 16);
+      v[p] = _mm512_maskz_loadu_ps(__mmask16((1u << left) - 1), x + c0 + 16 * p);
+      gsum = _mm512_add_ps(gsum, v[p]);
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(v[p]));
+    }
+    const float absmax = _mm512_reduce_max_ps(amax);
+    const float inv = absmax > 0 ? 127.0f / absmax : 0.0f;
+    const __m512 vinv = _mm512_set1_ps(inv);
+    __m512i qi[4], qsum = _mm512_setzero_si512();
+    for (int p = 0; p < 4; ++p) {
+      const __m512 s = _mm512_mul_ps(v[p], vinv);
+      const __m512 pm_half = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(s), sign), half));
+      const __m512 r = _mm512_add_ps(s, pm_half);  // s ± 0.5 (the sign of s)
+      qi[p] = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvttps_epi32(r), lo127), hi127);
+      qsum = _mm512_add_epi32(qsum, qi[p]);
+    }
+    if (a.nibble_order) {  // even columns to the chunk's first half, odd ones to its second
+      int8_t* base = q + (c0 / C) * C + ((c0 % C) / B) * (B / 2);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(base), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(qi[0], even, qi[1])));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 16), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(qi[2], even, qi[3])));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + C / 2), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(qi[0], odd, qi[1])));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + C / 2 + 16), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(qi[2], odd, qi[3])));
+    } else {
+      for (int p = 0; p < 4; ++p) _mm_storeu_si128(reinterpret_cast<__m128i*>(q + c0 + 16 * p), _mm512_cvtsepi32_epi8(qi[p]));
+    }
+    const float scale = absmax / 127.0f;
+    a.scale[i * size_t(a.blocks) + size_t(k)] = scale;
+    const size_t g = i * size_t(a.groups) + size_t(c0 / a.group);
+    a.zsum[g] += scale * float(_mm512_reduce_add_epi32(qsum));
+    if (c0 + B >= cols || (c0 + B) % a.group == 0) {  // the group ends with this block
+      a.sum_x[g] = _mm512_reduce_add_ps(gsum);
+      gsum = _mm512_setzero_ps();
+    }
+  }
+}
+
+void quantize_acts_vnni(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order, QActs& a) {
+  prepare_acts(m, cols, group, nibble_order, a);
+  for (size_t i = 0; i < m; ++i) quantize_token(x + i * ldx, cols, a, i);
+}
+
 void matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy, bool accumulate) {
   if (w.kind == PackedKind::U4) return matmul<true>(w, a, r0, r1, y, ldy, accumulate);
   matmul<false>(w, a, r0, r1, y, ldy, accumulate);
@@ -214,6 +272,7 @@ const PackedKernels& packed_kernels_avx512vnni() {
     v.name = "avx512vnni";
     v.supports_q8 = supports_q8;
     v.matmul_q8 = matmul_q8;
+    v.quantize_acts = quantize_acts_vnni;
     return v;
   }();
   return k;

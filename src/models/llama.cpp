@@ -237,13 +237,53 @@ LlamaModel::Slot LlamaModel::slot(const std::string& name) const {
   fail("'{}' is not a linear weight of a layer", name);
 }
 
+namespace {
+// "model.layers.N.<suffix>" -> N, or -1 when `name` is not of that form with this suffix.
+int layer_of(const std::string& name, std::string_view suffix) {
+  int l = -1;
+  char rest[64] = {0};
+  if (std::sscanf(name.c_str(), "model.layers.%d.%63s", &l, rest) != 2 || rest != suffix) return -1;
+  return l;
+}
+}  // namespace
+
+std::optional<CausalLM::InputProducer> LlamaModel::input_producer(const std::string& name) const {
+  int l = -1;
+  if (std::sscanf(name.c_str(), "model.layers.%d.", &l) != 1 || l < 0 || l >= cfg_.num_layers) return std::nullopt;
+  const std::string p = fmt::format("model.layers.{}.", l), suffix = name.substr(std::min(name.size(), p.size()));
+  if (suffix == "self_attn.q_proj.weight" || suffix == "self_attn.k_proj.weight" || suffix == "self_attn.v_proj.weight")
+    return InputProducer{p + "input_layernorm.weight", false, {}};
+  if (suffix == "mlp.gate_proj.weight" || suffix == "mlp.up_proj.weight")
+    return InputProducer{p + "post_attention_layernorm.weight", false, {}};
+  if (suffix == "mlp.down_proj.weight") return InputProducer{p + "mlp.up_proj.weight", true, {}};
+  if (suffix == "self_attn.o_proj.weight" && layers_[size_t(l)].bqkv.empty()) {  // (a value bias would need it too)
+    // o_proj reads the value heads, each repeated for the query heads of its group (GQA).
+    const int hd = cfg_.head_dim, rep = cfg_.num_heads / cfg_.num_kv_heads;
+    std::vector<int> tie(size_t(cfg_.num_heads * hd));
+    for (int h = 0; h < cfg_.num_heads; ++h)
+      for (int d = 0; d < hd; ++d) tie[size_t(h * hd + d)] = (h / rep) * hd + d;
+    return InputProducer{p + "self_attn.v_proj.weight", true, std::move(tie)};
+  }
+  return std::nullopt;
+}
+
 std::vector<float> LlamaModel::weight(const std::string& name) const {
+  if (int l = layer_of(name, "input_layernorm.weight"); l >= 0 && l < cfg_.num_layers) return layers_[size_t(l)].attn_norm;
+  if (int l = layer_of(name, "post_attention_layernorm.weight"); l >= 0 && l < cfg_.num_layers) return layers_[size_t(l)].ffn_norm;
   const Slot s = slot(name);
   auto first = s.matrix->begin() + s.row0 * s.cols;
   return std::vector<float>(first, first + s.rows * s.cols);
 }
 
 void LlamaModel::replace_weight(const std::string& name, const std::vector<float>& w) {
+  for (auto [suffix, member] : {std::pair{"input_layernorm.weight", &Layer::attn_norm},
+                                std::pair{"post_attention_layernorm.weight", &Layer::ffn_norm}})
+    if (int l = layer_of(name, suffix); l >= 0 && l < cfg_.num_layers) {
+      std::vector<float>& v = layers_[size_t(l)].*member;
+      if (w.size() != v.size()) fail("replace_weight: '{}' needs {} values, got {}", name, v.size(), w.size());
+      v = w;
+      return;
+    }
   const Slot s = slot(name);
   if (int64_t(w.size()) != s.rows * s.cols)
     fail("replace_weight: '{}' needs {} x {} values, got {}", name, s.rows, s.cols, w.size());

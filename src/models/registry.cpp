@@ -18,6 +18,7 @@ std::vector<float> CausalLM::weight(const std::string&) const {
 void CausalLM::replace_weight(const std::string&, const std::vector<float>&) {
   fail("{}: layer-by-layer access is not available for this architecture", config().architecture);
 }
+std::optional<CausalLM::InputProducer> CausalLM::input_producer(const std::string&) const { return std::nullopt; }
 
 std::unique_ptr<CausalLM> load_causal_lm_layerwise(const std::filesystem::path& dir) {
   auto m = load_causal_lm(dir, /*packed=*/false);

@@ -2,7 +2,10 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
+#include <set>
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/file.h"
@@ -30,77 +33,205 @@ std::vector<std::vector<int32_t>> calibration_windows(const Tokenizer& tok, cons
   return windows;
 }
 
-std::map<std::string, GptqResult> gptq_layerwise(
-    CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
-    const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for, const GptqOptions& opt,
-    bool progress) {
+namespace {
+
+// The statistics of one input that linear layers read: every weight that reads it, its width, the
+// Hessian H = 2/N Σ x xᵀ (full, symmetric) and the mean |x| of each column.
+struct InputStats {
+  std::vector<std::string> names;
+  int cols = 0;
+  std::vector<double> h, mean_abs;
+};
+
+// Embeds the windows: the first layer's inputs, [windows][tokens × hidden].
+std::vector<std::vector<float>> embed_windows(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
+                                              int64_t& tokens) {
   if (!model.supports_layerwise())
     fail("{}: calibrated quantization is not available for this architecture yet", model.config().architecture);
-  const int hidden = model.config().hidden_size, layers = model.config().num_layers;
+  const int hidden = model.config().hidden_size;
   std::vector<std::vector<float>> x(windows.size());
-  int64_t tokens = 0;
+  tokens = 0;
   for (size_t s = 0; s < windows.size(); ++s) {
     x[s].resize(windows[s].size() * size_t(hidden));
     model.embed(windows[s], x[s].data());
     tokens += int64_t(windows[s].size());
   }
+  return x;
+}
+
+// Runs layer l over (copies of) the inputs x, gathering the statistics of the layer's `stage`-th
+// linear input (in the order the layer reads them: q/k/v, o, gate/up, down for LLaMA), or of all of
+// them for stage < 0. `inputs` is set to how many linear inputs the layer has.
+std::map<int, InputStats> gather_inputs(CausalLM& model, int l, const std::vector<std::vector<float>>& x,
+                                        const std::vector<std::vector<int32_t>>& windows, int64_t tokens, int stage,
+                                        int& inputs) {
+  std::map<int, InputStats> acc;  // by position in the layer's order
+  std::vector<float> tmp, part;
+  int seen = 0;
+  inputs = 0;
+  CausalLM::LinearObserver observe = [&](const std::vector<std::string>& names, const float* rows, int n, int cols) {
+    const int k = seen++;
+    inputs = std::max(inputs, seen);
+    if (stage >= 0 && k != stage) return;
+    InputStats& a = acc[k];
+    if (a.h.empty()) {
+      a.names = names;
+      a.cols = cols;
+      a.h.assign(size_t(cols) * size_t(cols), 0.0);
+      a.mean_abs.assign(size_t(cols), 0.0);
+    }
+    // H += 2 Xᵀ X over this window's rows (upper triangle), accumulated in double.
+    part.assign(size_t(cols) * size_t(cols), 0.0f);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, n, 2.0f, rows, cols, 0.0f, part.data(), cols);
+    for (size_t i = 0; i < part.size(); ++i) a.h[i] += double(part[i]);
+    for (int i = 0; i < n; ++i)
+      for (int c = 0; c < cols; ++c) a.mean_abs[size_t(c)] += std::fabs(double(rows[size_t(i) * size_t(cols) + size_t(c)]));
+  };
+  for (size_t s = 0; s < windows.size(); ++s) {
+    tmp = x[s];
+    seen = 0;
+    model.run_layer(l, tmp.data(), int(windows[s].size()), &observe);
+  }
+  for (auto& [k, a] : acc) {
+    const int64_t c = a.cols;
+    for (int64_t i = 0; i < c; ++i)
+      for (int64_t j = 0; j < i; ++j) a.h[size_t(i * c + j)] = a.h[size_t(j * c + i)];
+    for (double& v : a.h) v /= double(tokens);
+    for (double& v : a.mean_abs) v /= double(tokens);
+  }
+  return acc;
+}
+
+// The layer's outputs become the next layer's inputs.
+void advance_inputs(CausalLM& model, int l, std::vector<std::vector<float>>& x,
+                    const std::vector<std::vector<int32_t>>& windows) {
+  for (size_t s = 0; s < windows.size(); ++s) model.run_layer(l, x[s].data(), int(windows[s].size()), nullptr);
+}
+
+}  // namespace
+
+std::map<std::string, GptqResult> gptq_layerwise(
+    CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
+    const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for, const GptqOptions& opt,
+    bool progress) {
+  int64_t tokens = 0;
+  std::vector<std::vector<float>> x = embed_windows(model, windows, tokens);
+  const int layers = model.config().num_layers;
   std::map<std::string, GptqResult> out;
   Progress bar("gptq", size_t(layers), progress);
   for (int l = 0; l < layers; ++l) {
-    // The layer's linear inputs come in a fixed order (q/k/v, o, gate/up, down for LLaMA). With
-    // true-sequential, stage k gathers the Hessian of the k-th input only, after the weights read in
-    // the stages before it were quantized, so each sees the inputs the quantized model produces.
-    // Otherwise one stage gathers them all from the float layer.
-    struct Acc {
-      std::vector<std::string> names;
-      int cols = 0;
-      std::vector<double> h;
-    };
-    std::vector<float> tmp, part;
+    // With true-sequential, stage k gathers the Hessian of the k-th input only, after the weights
+    // read in the stages before it were quantized, so each sees the inputs the quantized model
+    // produces. Otherwise one stage gathers them all from the float layer.
     for (int stage = 0;; ++stage) {
-      std::map<int, Acc> acc;  // by position in the layer's order
-      int seen = 0, total = 0;
-      CausalLM::LinearObserver observe = [&](const std::vector<std::string>& names, const float* rows, int n, int cols) {
-        const int k = seen++;
-        total = std::max(total, seen);
-        if (opt.true_sequential && k != stage) return;
-        Acc& a = acc[k];
-        if (a.h.empty()) {
-          a.names = names;
-          a.cols = cols;
-          a.h.assign(size_t(cols) * size_t(cols), 0.0);
-        }
-        // H += 2 Xᵀ X over this window's rows (upper triangle), accumulated in double.
-        part.assign(size_t(cols) * size_t(cols), 0.0f);
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cols, n, 2.0f, rows, cols, 0.0f, part.data(), cols);
-        for (size_t i = 0; i < part.size(); ++i) a.h[i] += double(part[i]);
-      };
-      for (size_t s = 0; s < windows.size(); ++s) {
-        tmp = x[s];
-        seen = 0;
-        model.run_layer(l, tmp.data(), int(windows[s].size()), &observe);
-      }
+      int inputs = 0;
+      std::map<int, InputStats> acc = gather_inputs(model, l, x, windows, tokens, opt.true_sequential ? stage : -1, inputs);
       // GPTQ on each weight the recipe quantizes; the model gets the dequantized weights.
-      for (auto& [k, a] : acc) {
-        const int64_t c = a.cols;
-        for (int64_t i = 0; i < c; ++i)
-          for (int64_t j = 0; j < i; ++j) a.h[size_t(i * c + j)] = a.h[size_t(j * c + i)];
-        for (double& v : a.h) v /= double(tokens);
+      for (auto& [k, a] : acc)
         for (const std::string& name : a.names) {
           auto scheme = scheme_for(name);
           if (!scheme) continue;
           std::vector<float> w = model.weight(name);
-          const int64_t rows = int64_t(w.size()) / c;
-          GptqResult r = gptq_quantize(w.data(), rows, c, a.h, scheme->format, scheme->spec, opt);
+          const int64_t rows = int64_t(w.size()) / a.cols;
+          GptqResult r = gptq_quantize(w.data(), rows, a.cols, a.h, scheme->format, scheme->spec, opt);
           r.quantized.format = scheme->format;
           model.replace_weight(name, r.dequantized);
           out.emplace(name, std::move(r));
         }
-      }
-      if (!opt.true_sequential || stage + 1 >= total) break;
+      if (!opt.true_sequential || stage + 1 >= inputs) break;
     }
-    // 3. The quantized layer's outputs are the next layer's inputs.
-    for (size_t s = 0; s < windows.size(); ++s) model.run_layer(l, x[s].data(), int(windows[s].size()), nullptr);
+    advance_inputs(model, l, x, windows);
+    bar.update(size_t(l + 1), fmt::format("layer {}", l));
+  }
+  return out;
+}
+
+std::vector<float> fold_input_scales(CausalLM& model, const std::vector<std::string>& readers,
+                                     const CausalLM::InputProducer& producer, const std::vector<float>& s) {
+  std::vector<float> p = model.weight(producer.tensor);
+  const size_t width = producer.rows ? p.size() / std::max<size_t>(1, s.size()) : 1;
+  if (s.empty() || p.size() != s.size() * width) fail("fold: '{}' does not produce {} channels", producer.tensor, s.size());
+  for (size_t i = 0; i < p.size(); ++i) p[i] /= s[i / width];
+  model.replace_weight(producer.tensor, p);
+  std::vector<float> s_cols;
+  for (const std::string& name : readers) {
+    std::vector<float> w = model.weight(name);
+    const size_t cols = producer.tie.empty() ? s.size() : producer.tie.size();
+    if (w.size() % cols != 0) fail("fold: '{}' does not read {} inputs", name, cols);
+    s_cols.resize(cols);
+    for (size_t c = 0; c < cols; ++c) {
+      const size_t t = producer.tie.empty() ? c : size_t(producer.tie[c]);
+      if (t >= s.size()) fail("fold: input {} of '{}' tied to channel {} of {}", c, name, t, s.size());
+      s_cols[c] = s[t];
+    }
+    for (size_t i = 0; i < w.size(); ++i) w[i] *= s_cols[i % cols];
+    model.replace_weight(name, w);
+  }
+  return s_cols;
+}
+
+AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
+                           const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for,
+                           const GptqOptions& rounding, const AwqOptions& opt, bool progress) {
+  int64_t tokens = 0;
+  std::vector<std::vector<float>> x = embed_windows(model, windows, tokens);
+  const int layers = model.config().num_layers;
+  AwqLayerwise out;
+  Progress bar("awq", size_t(layers), progress);
+  for (int l = 0; l < layers; ++l) {
+    // 1. Every input's statistics from the float layer (scaling one input leaves the others as they
+    //    were: each scale is undone by its fold).
+    int inputs = 0;
+    std::map<int, InputStats> acc = gather_inputs(model, l, x, windows, tokens, -1, inputs);
+    // 2. Per input: the α search on the quantized readers, then the scales applied to every reader's
+    //    columns and folded into the producer; H becomes that of the scaled input, diag(s)⁻¹ H diag(s)⁻¹.
+    std::set<std::string> touched;
+    for (auto& [k, a] : acc) {
+      std::vector<std::string> quantized;
+      for (const std::string& name : a.names)
+        if (scheme_for(name)) quantized.push_back(name);
+      const auto producer = model.input_producer(a.names.front());
+      if (quantized.empty() || !producer) continue;
+      const ResolvedScheme scheme = *scheme_for(quantized.front());
+      std::vector<std::vector<float>> ws;
+      std::vector<std::pair<const float*, int64_t>> views;
+      for (const std::string& name : quantized) ws.push_back(model.weight(name));
+      for (const auto& w : ws) views.push_back({w.data(), int64_t(w.size()) / a.cols});
+      // Channel statistics per producer channel (tied columns averaged).
+      std::vector<double> m = a.mean_abs;
+      if (!producer->tie.empty()) {
+        const int n = 1 + *std::max_element(producer->tie.begin(), producer->tie.end());
+        std::vector<double> sum(size_t(n), 0.0), count(size_t(n), 0.0);
+        for (int c = 0; c < a.cols; ++c) {
+          sum[size_t(producer->tie[size_t(c)])] += a.mean_abs[size_t(c)];
+          count[size_t(producer->tie[size_t(c)])] += 1;
+        }
+        for (int t = 0; t < n; ++t) sum[size_t(t)] /= std::max(1.0, count[size_t(t)]);
+        m = std::move(sum);
+      }
+      AwqScales sc = awq_search(views, a.cols, m, producer->tie, a.h, scheme.format, scheme.spec, opt);
+      const std::vector<float> s_cols = fold_input_scales(model, a.names, *producer, sc.s);  // every reader
+      touched.insert(a.names.begin(), a.names.end());
+      touched.insert(producer->tensor);
+      for (int i = 0; i < a.cols; ++i)
+        for (int j = 0; j < a.cols; ++j) a.h[size_t(i) * size_t(a.cols) + size_t(j)] /= double(s_cols[size_t(i)]) * double(s_cols[size_t(j)]);
+      out.searches.push_back({a.names.front(), sc.alpha, sc.loss, sc.loss_plain});
+    }
+    // 3. The scaled weights rounded (grids searched, weighted by the scaled inputs' mean squares).
+    for (auto& [k, a] : acc)
+      for (const std::string& name : a.names) {
+        auto scheme = scheme_for(name);
+        if (!scheme) continue;
+        std::vector<float> w = model.weight(name);
+        const int64_t rows = int64_t(w.size()) / a.cols;
+        GptqResult r = gptq_quantize(w.data(), rows, a.cols, a.h, scheme->format, scheme->spec, rounding);
+        r.quantized.format = scheme->format;
+        model.replace_weight(name, r.dequantized);
+        out.quantized.emplace(name, std::move(r));
+        touched.erase(name);
+      }
+    for (const std::string& name : touched) out.folded[name] = model.weight(name);  // float tensors that changed
+    advance_inputs(model, l, x, windows);
     bar.update(size_t(l + 1), fmt::format("layer {}", l));
   }
   return out;

@@ -152,12 +152,16 @@ GptqResult rtn_uniform(const float* w, int64_t rows, int64_t cols, const std::st
 }
 
 double output_error(const float* w, const float* w_hat, int64_t rows, int64_t cols, const std::vector<double>& h) {
+  // Blocks of rows: D (block x cols), D·H by one dsymm, then Σ D ∘ (D H).
+  constexpr int64_t kRows = 64;
   double total = 0;
-  std::vector<double> d(static_cast<size_t>(cols)), hd(static_cast<size_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) d[size_t(c)] = double(w[r * cols + c]) - double(w_hat[r * cols + c]);
-    cblas_dsymv(CblasRowMajor, CblasUpper, int(cols), 1.0, h.data(), int(cols), d.data(), 1, 0.0, hd.data(), 1);
-    total += cblas_ddot(int(cols), d.data(), 1, hd.data(), 1);
+  std::vector<double> d(size_t(std::min(rows, kRows) * cols)), dh(d.size());
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int64_t n = std::min(kRows, rows - r0);
+    for (int64_t i = 0; i < n * cols; ++i) d[size_t(i)] = double(w[r0 * cols + i]) - double(w_hat[r0 * cols + i]);
+    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, int(n), int(cols), 1.0, h.data(), int(cols), d.data(), int(cols),
+                0.0, dh.data(), int(cols));
+    for (int64_t i = 0; i < n * cols; ++i) total += d[size_t(i)] * dh[size_t(i)];
   }
   return total;
 }

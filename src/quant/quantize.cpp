@@ -81,7 +81,8 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
 
   // Calibrated methods first: they quantize the linear layers of the float model layer by layer.
   std::map<std::string, GptqResult> calibrated;
-  if (opt.method == "gptq" || opt.method == "imatrix") {
+  std::map<std::string, std::vector<float>> folded;  // AWQ: float tensors written instead of the input's
+  if (opt.method == "gptq" || opt.method == "imatrix" || opt.method == "awq") {
     if (opt.calib.file.empty()) fail("--method {} needs calibration text (--calib FILE)", opt.method);
     auto tok = load_tokenizer(in);
     auto windows = calibration_windows(*tok, opt.calib);
@@ -96,14 +97,22 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       return rs;
     };
     GptqOptions g = opt.gptq;
-    if (opt.method == "imatrix") {  // importance-weighted RTN: the same pipeline, diag(H) only, grids searched
+    if (opt.method != "gptq") {  // importance-weighted RTN: diag(H) only, grids searched (AWQ rounds this way too)
       g.diagonal_only = true;
       g.act_order = false;
       if (g.clip_steps == 0) g.clip_steps = 20;
     }
-    calibrated = gptq_layerwise(*model, windows, scheme_for, g, opt.progress);
+    if (opt.method == "awq") {
+      AwqLayerwise a = awq_layerwise(*model, windows, scheme_for, g, opt.awq, opt.progress);
+      calibrated = std::move(a.quantized);
+      folded = std::move(a.folded);
+      for (const auto& [name, w] : folded)
+        if (!weights.has(name)) fail("awq: folded into '{}', which {} does not have", name, in.string());
+    } else {
+      calibrated = gptq_layerwise(*model, windows, scheme_for, g, opt.progress);
+    }
   } else if (opt.method != "rtn") {
-    fail("unknown method '{}' (expected rtn, gptq or imatrix)", opt.method);
+    fail("unknown method '{}' (expected rtn, gptq, imatrix or awq)", opt.method);
   }
 
   Progress progress("quantize", tensors.size(), opt.progress);
@@ -140,6 +149,10 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
           quantized[i].spec = spec;
           std::vector<float> back(w.size(), NAN);
           f.dequantize(quantized[i], back.data());
+          if (opt.method == "awq" && calibrated.count(r.name)) {  // stored W·diag(s): compare the effective weight
+            const std::vector<float>& eff = calibrated.at(r.name).dequantized;
+            back.assign(eff.begin(), eff.end());
+          }
           r.error = measure_quant_error(w.data(), back.data(), w.size());
           r.bytes_out = quantized[i].bytes();
         } else {
@@ -166,6 +179,13 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     report.bytes_out += r.bytes_out;
     if (r.scheme.empty()) {
       TensorView v = weights.store().get(r.name);
+      if (auto f = folded.find(r.name); f != folded.end()) {  // changed by AWQ's folds: float32
+        if (f->second.size() != size_t(r.numel())) fail("awq: '{}' changed size", r.name);
+        writer.add(r.name, DType::F32, v.info->shape, f->second.data(), f->second.size() * sizeof(float));
+        report.bytes_out += f->second.size() * sizeof(float) - r.bytes_out;
+        r.bytes_out = f->second.size() * sizeof(float);
+        continue;
+      }
       writer.add(r.name, v.info->dtype, v.info->shape, v.data, v.bytes());
       continue;
     }

@@ -1,4 +1,4 @@
-// lowbit quantize MODEL -o OUT --scheme S: round-to-nearest quantization into a new checkpoint,
+// lowbit quantize MODEL -o OUT --scheme S [--method rtn|gptq|imatrix|awq]: quantization into a new checkpoint,
 // then a size table per tensor class (bytes before / after, bits per weight with every scale, zero
 // point and code book) and the totals.
 #include <map>
@@ -123,7 +123,7 @@ int quantize(QuantizeArgs& a) {
 
 void register_quantize(CLI::App& app, std::function<int()>& run) {
   auto a = std::make_shared<QuantizeArgs>();
-  auto* cmd = app.add_subcommand("quantize", "write a quantized checkpoint (round-to-nearest or GPTQ)");
+  auto* cmd = app.add_subcommand("quantize", "write a quantized checkpoint (round to nearest, GPTQ, imatrix or AWQ)");
   add_common(cmd, a->c);
   cmd->add_option("-o,--output", a->out, "output folder (written atomically)");
   cmd->add_option("--scheme", a->opt.scheme, "quantization scheme (see --list-schemes); SCHEME@G for groups of G inputs")->capture_default_str();
@@ -133,11 +133,13 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
   cmd->add_flag("--quantize-embeddings", a->opt.quantize_embeddings, "quantize the token embeddings too");
   cmd->add_flag("--quantize-lm-head", a->opt.quantize_lm_head, "quantize lm_head too");
   cmd->add_option("--method", a->opt.method,
-                  "rtn (round to nearest), gptq (calibrated, layer by layer) or imatrix (calibrated: round to "
-                  "nearest on grids that minimise the error weighted by each input's mean square activation)")
-      ->check(CLI::IsMember({"rtn", "gptq", "imatrix"}))
+                  "rtn (round to nearest), gptq (calibrated, layer by layer), imatrix (calibrated: round to "
+                  "nearest on grids that minimise the error weighted by each input's mean square activation) or awq "
+                  "(calibrated: activation-aware input-channel scales, folded into the norms and layers before, then "
+                  "imatrix rounding)")
+      ->check(CLI::IsMember({"rtn", "gptq", "imatrix", "awq"}))
       ->capture_default_str();
-  cmd->add_option("--calib", a->calib, "calibration text for gptq (default: ../shared/datasets/wikitext-2/wiki.valid.tokens)");
+  cmd->add_option("--calib", a->calib, "calibration text for the calibrated methods (default: ../shared/datasets/wikitext-2/wiki.valid.tokens)");
   cmd->add_option("--calib-samples", a->opt.calib.samples, "calibration windows")->capture_default_str();
   cmd->add_option("--calib-ctx", a->opt.calib.ctx, "tokens per calibration window")->capture_default_str();
   cmd->add_option("--seed", a->opt.calib.seed, "seed of the calibration window positions")->capture_default_str();
@@ -148,6 +150,9 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
                   "gptq: steps of the search for each group's clipping range, minimising the error weighted by each "
                   "input's mean square activation (0 = off: the group's min and max)")
       ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  cmd->add_option("--awq-grid", a->opt.awq.grid, "awq: points of the α grid in [0, 1)")
+      ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   cmd->add_flag("!--no-true-sequential", a->opt.gptq.true_sequential,
                 "gptq: gather every Hessian of a layer from the float layer at once");

@@ -29,6 +29,7 @@ class LlamaModel : public CausalLM {
   void run_layer(int layer, float* x, int n, const LinearObserver* observer) const override;
   std::vector<float> weight(const std::string& name) const override;
   void replace_weight(const std::string& name, const std::vector<float>& w) override;
+  std::optional<InputProducer> input_producer(const std::string& linear_name) const override;
 
  private:
   struct Layer {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <span>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,16 @@ class CausalLM {
   // (e.g. the dequantized weight after GPTQ).
   virtual std::vector<float> weight(const std::string& name) const;
   virtual void replace_weight(const std::string& name, const std::vector<float>& w);
+  // What computes the input of linear weight `name`, so that scales of its input channels can be
+  // folded into it (AWQ): a norm's weight (its elements divided) or a linear weight (its rows
+  // divided), both readable and replaceable through weight() / replace_weight(). tie[c]: the
+  // producer's channel of input column c (empty: the same index). nullopt: nothing to fold into.
+  struct InputProducer {
+    std::string tensor;
+    bool rows = false;
+    std::vector<int> tie;
+  };
+  virtual std::optional<InputProducer> input_producer(const std::string& linear_name) const;
 };
 
 // A float model with the layer-by-layer hooks (the checkpoint must be unquantized).

@@ -15,6 +15,7 @@
 #include "lowbit/formats/format.h"
 #include "lowbit/io/tokenizer.h"
 #include "lowbit/models/model.h"
+#include "lowbit/quant/awq.h"
 #include "lowbit/quant/gptq.h"
 #include "lowbit/quant/recipe.h"
 
@@ -37,5 +38,30 @@ std::map<std::string, GptqResult> gptq_layerwise(
     CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
     const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for, const GptqOptions& opt,
     bool progress);
+
+// AWQ over the same pipeline: each linear input's statistics from the float layer, the α search and
+// the folds (awq.h), then the scaled weights rounded with `rounding` (grids searched against the
+// scaled inputs' mean squares: GptqOptions::diagonal_only with clip_steps). The model ends with
+// the effective (folded) float weights of the quantized model.
+struct AwqLayerwise {
+  std::map<std::string, GptqResult> quantized;  // the stored (scaled) weights, by name
+  // Float tensors the folds changed that are not quantized (norm weights; readers or producers the
+  // recipe keeps): to be written instead of the input's.
+  std::map<std::string, std::vector<float>> folded;
+  struct Search {
+    std::string first_reader;
+    double alpha, loss, loss_plain;
+  };
+  std::vector<Search> searches;
+};
+// Scales the input channels of `readers` by s (per producer channel; the producer's tie maps input
+// columns to them) and divides the producer's output channels by s, so the float layer computes the
+// same function. Returns s per input column.
+std::vector<float> fold_input_scales(CausalLM& model, const std::vector<std::string>& readers,
+                                     const CausalLM::InputProducer& producer, const std::vector<float>& s);
+
+AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
+                           const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for,
+                           const GptqOptions& rounding, const AwqOptions& opt, bool progress);
 
 }  // namespace lowbit

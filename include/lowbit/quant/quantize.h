@@ -21,9 +21,10 @@ struct QuantizeOptions {
   int64_t group_size = 0;       // > 0: overrides the group of every scheme written without "@G"
   bool quantize_embeddings = false, quantize_lm_head = false;
   std::vector<RecipeRule> rules;  // --keep / --override, in order
-  std::string method = "rtn";     // "rtn", "gptq" or "imatrix" (both calibrated, layer by layer)
-  CalibrationOptions calib;       // for gptq
+  std::string method = "rtn";     // "rtn", "gptq", "imatrix" or "awq" (calibrated, layer by layer)
+  CalibrationOptions calib;       // for the calibrated methods
   GptqOptions gptq;
+  AwqOptions awq;
   bool force = false;             // replace an existing OUT
   bool progress = true;
   int threads = 0;

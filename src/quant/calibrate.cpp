@@ -186,6 +186,7 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
     // 2. Per input: the α search on the quantized readers, then the scales applied to every reader's
     //    columns and folded into the producer; H becomes that of the scaled input, diag(s)⁻¹ H diag(s)⁻¹.
     std::set<std::string> touched;
+    std::map<std::string, std::vector<float>> col_scale, row_scale;  // what the folds did to each weight
     for (auto& [k, a] : acc) {
       std::vector<std::string> quantized;
       for (const std::string& name : a.names)
@@ -211,6 +212,8 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
       }
       AwqScales sc = awq_search(views, a.cols, m, producer->tie, a.h, scheme.format, scheme.spec, opt);
       const std::vector<float> s_cols = fold_input_scales(model, a.names, *producer, sc.s);  // every reader
+      for (const std::string& name : a.names) col_scale[name] = s_cols;
+      if (producer->rows) row_scale[producer->tensor] = sc.s;
       touched.insert(a.names.begin(), a.names.end());
       touched.insert(producer->tensor);
       for (int i = 0; i < a.cols; ++i)
@@ -227,6 +230,11 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
         GptqResult r = gptq_quantize(w.data(), rows, a.cols, a.h, scheme->format, scheme->spec, rounding);
         r.quantized.format = scheme->format;
         model.replace_weight(name, r.dequantized);
+        // Reported in the input's terms: the folds undone, Q(W diag(s)) diag(s)⁻¹ with rows × their fold.
+        if (auto c = col_scale.find(name); c != col_scale.end())
+          for (size_t i = 0; i < r.dequantized.size(); ++i) r.dequantized[i] /= c->second[i % size_t(a.cols)];
+        if (auto rs = row_scale.find(name); rs != row_scale.end())
+          for (size_t i = 0; i < r.dequantized.size(); ++i) r.dequantized[i] *= rs->second[i / size_t(a.cols)];
         out.quantized.emplace(name, std::move(r));
         touched.erase(name);
       }

@@ -12,6 +12,7 @@
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/io/tokenizer.h"
 #include "lowbit/models/model.h"
+#include "lowbit/quant/hqq.h"
 
 namespace lowbit {
 
@@ -97,7 +98,10 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       return rs;
     };
     GptqOptions g = opt.gptq;
-    if (opt.method != "gptq") {  // importance-weighted RTN: diag(H) only, grids searched (AWQ rounds this way too)
+    if (opt.method == "awq" && opt.awq_rounding != "imatrix" && opt.awq_rounding != "gptq")
+      fail("--awq-rounding {}: expected imatrix or gptq", opt.awq_rounding);
+    const bool gptq_rounding = opt.method == "gptq" || (opt.method == "awq" && opt.awq_rounding == "gptq");
+    if (!gptq_rounding) {  // importance-weighted RTN: diag(H) only, grids searched (AWQ's default rounding too)
       g.diagonal_only = true;
       g.act_order = false;
       if (g.clip_steps == 0) g.clip_steps = 20;
@@ -111,8 +115,8 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     } else {
       calibrated = gptq_layerwise(*model, windows, scheme_for, g, opt.progress);
     }
-  } else if (opt.method != "rtn") {
-    fail("unknown method '{}' (expected rtn, gptq, imatrix or awq)", opt.method);
+  } else if (opt.method != "rtn" && opt.method != "hqq") {
+    fail("unknown method '{}' (expected rtn, hqq, gptq, imatrix or awq)", opt.method);
   }
 
   Progress progress("quantize", tensors.size(), opt.progress);
@@ -142,6 +146,11 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
           if (auto c = calibrated.find(r.name); c != calibrated.end()) {
             if (r.transposed) fail("'{}': calibrated quantization of [in, out] weights is not supported yet", r.name);
             quantized[i] = std::move(c->second.quantized);
+          } else if (opt.method == "hqq") {
+            if (s.format != "affine")
+              fail("--method hqq: scheme '{}' for '{}' is {}, not affine (HQQ searches zero points)", r.scheme, r.name,
+                   s.format);
+            quantized[i] = hqq_quantize(w.data(), rows, cols, spec, opt.hqq).quantized;
           } else {
             quantized[i] = f.quantize(w.data(), rows, cols, spec);
           }
@@ -192,7 +201,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     report.params_quantized += r.numel();
     const QuantizedTensor& q = quantized[i];
     json meta = {{"format", q.format},
-                 {"method", calibrated.count(r.name) ? opt.method : "rtn"},
+                 {"method", calibrated.count(r.name) || opt.method == "hqq" ? opt.method : "rtn"},
                  {"scheme", r.scheme},
                  {"bits", q.spec.bits},
                  {"group", q.spec.group},

@@ -133,11 +133,12 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
   cmd->add_flag("--quantize-embeddings", a->opt.quantize_embeddings, "quantize the token embeddings too");
   cmd->add_flag("--quantize-lm-head", a->opt.quantize_lm_head, "quantize lm_head too");
   cmd->add_option("--method", a->opt.method,
-                  "rtn (round to nearest), gptq (calibrated, layer by layer), imatrix (calibrated: round to "
+                  "rtn (round to nearest), hqq (half-quadratic zero-point search, no calibration), gptq (calibrated, "
+                  "layer by layer), imatrix (calibrated: round to "
                   "nearest on grids that minimise the error weighted by each input's mean square activation) or awq "
                   "(calibrated: activation-aware input-channel scales, folded into the norms and layers before, then "
                   "imatrix rounding)")
-      ->check(CLI::IsMember({"rtn", "gptq", "imatrix", "awq"}))
+      ->check(CLI::IsMember({"rtn", "hqq", "gptq", "imatrix", "awq"}))
       ->capture_default_str();
   cmd->add_option("--calib", a->calib, "calibration text for the calibrated methods (default: ../shared/datasets/wikitext-2/wiki.valid.tokens)");
   cmd->add_option("--calib-samples", a->opt.calib.samples, "calibration windows")->capture_default_str();
@@ -150,6 +151,14 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
                   "gptq: steps of the search for each group's clipping range, minimising the error weighted by each "
                   "input's mean square activation (0 = off: the group's min and max)")
       ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  cmd->add_option("--awq-rounding", a->opt.awq_rounding,
+                  "awq: how the scaled weights are rounded: imatrix (grids searched against each input's mean square) "
+                  "or gptq (with the GPTQ options, e.g. --clip-search)")
+      ->check(CLI::IsMember({"imatrix", "gptq"}))
+      ->capture_default_str();
+  cmd->add_option("--hqq-iterations", a->opt.hqq.iterations, "hqq: half-quadratic iterations per group")
+      ->check(CLI::Range(0, 10000))
       ->capture_default_str();
   cmd->add_option("--awq-grid", a->opt.awq.grid, "awq: points of the α grid in [0, 1)")
       ->check(CLI::Range(1, 1000))

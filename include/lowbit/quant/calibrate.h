@@ -44,7 +44,9 @@ std::map<std::string, GptqResult> gptq_layerwise(
 // scaled inputs' mean squares: GptqOptions::diagonal_only with clip_steps). The model ends with
 // the effective (folded) float weights of the quantized model.
 struct AwqLayerwise {
-  std::map<std::string, GptqResult> quantized;  // the stored (scaled) weights, by name
+  // By name: the stored (scaled) weights, and as `dequantized` what they amount to in the input's
+  // terms (the folds undone), to measure the error against the input.
+  std::map<std::string, GptqResult> quantized;
   // Float tensors the folds changed that are not quantized (norm weights; readers or producers the
   // recipe keeps): to be written instead of the input's.
   std::map<std::string, std::vector<float>> folded;

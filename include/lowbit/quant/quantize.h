@@ -12,6 +12,7 @@
 
 #include "lowbit/formats/weights.h"
 #include "lowbit/quant/calibrate.h"
+#include "lowbit/quant/hqq.h"
 #include "lowbit/quant/recipe.h"
 
 namespace lowbit {
@@ -21,10 +22,12 @@ struct QuantizeOptions {
   int64_t group_size = 0;       // > 0: overrides the group of every scheme written without "@G"
   bool quantize_embeddings = false, quantize_lm_head = false;
   std::vector<RecipeRule> rules;  // --keep / --override, in order
-  std::string method = "rtn";     // "rtn", "gptq", "imatrix" or "awq" (calibrated, layer by layer)
+  std::string method = "rtn";     // "rtn", "hqq" (calibration-free), "gptq", "imatrix" or "awq" (calibrated)
   CalibrationOptions calib;       // for the calibrated methods
   GptqOptions gptq;
   AwqOptions awq;
+  HqqOptions hqq;
+  std::string awq_rounding = "imatrix";  // how AWQ rounds its scaled weights: "imatrix" or "gptq" (with `gptq`)
   bool force = false;             // replace an existing OUT
   bool progress = true;
   int threads = 0;

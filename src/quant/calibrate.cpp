@@ -108,6 +108,25 @@ void advance_inputs(CausalLM& model, int l, std::vector<std::vector<float>>& x,
   for (size_t s = 0; s < windows.size(); ++s) model.run_layer(l, x[s].data(), int(windows[s].size()), nullptr);
 }
 
+using SchemeFor = std::function<std::optional<ResolvedScheme>(const std::string&)>;
+
+// Every weight the recipe quantizes among the readers of `acc`, rounded by gptq_quantize against its
+// input's Hessian; the model gets the dequantized weights; done(name, result, cols) takes each.
+void round_readers(CausalLM& model, const std::map<int, InputStats>& acc, const SchemeFor& scheme_for,
+                   const GptqOptions& opt, const std::function<void(const std::string&, GptqResult&&, int)>& done) {
+  for (const auto& [k, a] : acc)
+    for (const std::string& name : a.names) {
+      auto scheme = scheme_for(name);
+      if (!scheme) continue;
+      std::vector<float> w = model.weight(name);
+      const int64_t rows = int64_t(w.size()) / a.cols;
+      GptqResult r = gptq_quantize(w.data(), rows, a.cols, a.h, scheme->format, scheme->spec, opt);
+      r.quantized.format = scheme->format;
+      model.replace_weight(name, r.dequantized);
+      done(name, std::move(r), a.cols);
+    }
+}
+
 }  // namespace
 
 std::map<std::string, GptqResult> gptq_layerwise(
@@ -126,18 +145,8 @@ std::map<std::string, GptqResult> gptq_layerwise(
     for (int stage = 0;; ++stage) {
       int inputs = 0;
       std::map<int, InputStats> acc = gather_inputs(model, l, x, windows, tokens, opt.true_sequential ? stage : -1, inputs);
-      // GPTQ on each weight the recipe quantizes; the model gets the dequantized weights.
-      for (auto& [k, a] : acc)
-        for (const std::string& name : a.names) {
-          auto scheme = scheme_for(name);
-          if (!scheme) continue;
-          std::vector<float> w = model.weight(name);
-          const int64_t rows = int64_t(w.size()) / a.cols;
-          GptqResult r = gptq_quantize(w.data(), rows, a.cols, a.h, scheme->format, scheme->spec, opt);
-          r.quantized.format = scheme->format;
-          model.replace_weight(name, r.dequantized);
-          out.emplace(name, std::move(r));
-        }
+      round_readers(model, acc, scheme_for, opt,
+                    [&](const std::string& name, GptqResult&& r, int) { out.emplace(name, std::move(r)); });
       if (!opt.true_sequential || stage + 1 >= inputs) break;
     }
     advance_inputs(model, l, x, windows);
@@ -221,23 +230,15 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
       out.searches.push_back({a.names.front(), sc.alpha, sc.loss, sc.loss_plain});
     }
     // 3. The scaled weights rounded (grids searched, weighted by the scaled inputs' mean squares).
-    for (auto& [k, a] : acc)
-      for (const std::string& name : a.names) {
-        auto scheme = scheme_for(name);
-        if (!scheme) continue;
-        std::vector<float> w = model.weight(name);
-        const int64_t rows = int64_t(w.size()) / a.cols;
-        GptqResult r = gptq_quantize(w.data(), rows, a.cols, a.h, scheme->format, scheme->spec, rounding);
-        r.quantized.format = scheme->format;
-        model.replace_weight(name, r.dequantized);
-        // Reported in the input's terms: the folds undone, Q(W diag(s)) diag(s)⁻¹ with rows × their fold.
-        if (auto c = col_scale.find(name); c != col_scale.end())
-          for (size_t i = 0; i < r.dequantized.size(); ++i) r.dequantized[i] /= c->second[i % size_t(a.cols)];
-        if (auto rs = row_scale.find(name); rs != row_scale.end())
-          for (size_t i = 0; i < r.dequantized.size(); ++i) r.dequantized[i] *= rs->second[i / size_t(a.cols)];
-        out.quantized.emplace(name, std::move(r));
-        touched.erase(name);
-      }
+    round_readers(model, acc, scheme_for, rounding, [&](const std::string& name, GptqResult&& r, int cols) {
+      // Reported in the input's terms: the folds undone, Q(W diag(s)) diag(s)⁻¹ with rows × their fold.
+      if (auto c = col_scale.find(name); c != col_scale.end())
+        for (size_t i = 0; i < r.dequantized.size(); ++i) r.dequantized[i] /= c->second[i % size_t(cols)];
+      if (auto rs = row_scale.find(name); rs != row_scale.end())
+        for (size_t i = 0; i < r.dequantized.size(); ++i) r.dequantized[i] *= rs->second[i / size_t(cols)];
+      out.quantized.emplace(name, std::move(r));
+      touched.erase(name);
+    });
     for (const std::string& name : touched) out.folded[name] = model.weight(name);  // float tensors that changed
     advance_inputs(model, l, x, windows);
     bar.update(size_t(l + 1), fmt::format("layer {}", l));

@@ -188,6 +188,41 @@ TEST(Cli, ReportWritesTableAndPlots) {
   EXPECT_NE(read_file(dir / "report.md").find("| int4 |"), std::string::npos);
 }
 
+// --methods: every scheme with every method that applies to its format (nf4 only with rtn).
+TEST(Cli, ReportComparesMethods) {
+  auto dir = test::temp_dir("report-methods");
+  const auto text = test::shared_dir() / "datasets/tinystories/tinystories_val_head.txt";
+  std::string err;
+  auto r = run_lowbit("report " + test::model_dir("stories260K/hf").string() + " -o " + dir.string() +
+                          " --schemes int3@32,nf4 --methods rtn,hqq,awq --calib " + text.string() +
+                          " --calib-samples 4 --calib-ctx 64 --ppl " + text.string() + " --ctx 64 --max-windows 3 --json",
+                      &err);
+  // The calibration text may not be the evaluation text.
+  ASSERT_NE(r.status, 0);
+  EXPECT_NE(err.find("evaluation text"), std::string::npos) << err;
+  const auto calib = test::temp_dir("report-calib") / "calib.txt";
+  write_file_atomic(calib, read_file(text).substr(0, 200000));
+  const auto eval = test::temp_dir("report-eval") / "eval.txt";
+  write_file_atomic(eval, read_file(text).substr(200000, 60000));
+  r = run_lowbit("report " + test::model_dir("stories260K/hf").string() + " -o " + dir.string() +
+                     " --schemes int3@32,nf4 --methods rtn,hqq,awq --calib " + calib.string() +
+                     " --calib-samples 4 --calib-ctx 64 --ppl " + eval.string() + " --ctx 64 --max-windows 3 --json",
+                 &err);
+  ASSERT_EQ(r.status, 0) << err;
+  auto j = nlohmann::json::parse(r.out);
+  std::vector<std::string> names;
+  for (const auto& row : j["rows"]) names.push_back(row["scheme"].get<std::string>());
+  EXPECT_EQ(names, (std::vector<std::string>{"fp32", "int3@32/rtn", "int3@32/hqq", "int3@32/awq", "nf4/rtn"}));
+  EXPECT_NE(err.find("skipped nf4/hqq"), std::string::npos) << err;
+  const std::string md = read_file(dir / "report.md");
+  EXPECT_NE(md.find("nf4/hqq, nf4/awq"), std::string::npos);
+  EXPECT_NE(md.find("| int3@32/awq |"), std::string::npos);
+  auto bad = run_lowbit("report " + test::model_dir("stories260K/hf").string() + " -o " + dir.string() +
+                            " --methods rtn,magic", &err);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(err.find("unknown method 'magic'"), std::string::npos) << err;
+}
+
 }  // namespace
 }  // namespace lowbit
 

@@ -1,9 +1,11 @@
-// lowbit report MODEL -o DIR --schemes a,b,c: quantizes to each scheme, evaluates every result in one
-// pass over the same windows against the float model (perplexity, KLD, top-1), and writes
+// lowbit report MODEL -o DIR --schemes a,b,c [--methods rtn,awq,...]: quantizes to each scheme (with
+// each method that applies to it), evaluates every result in one pass over the same windows against
+// the float model (perplexity, KLD, top-1), and writes
 // report.json, report.md, size_vs_bits.png and ppl_vs_bits.png (drawn with gnuplot).
 #include <sys/wait.h>
 
 #include <cstdlib>
+#include <set>
 #include <sstream>
 
 #include "commands.h"
@@ -25,6 +27,8 @@ namespace fs = std::filesystem;
 struct ReportArgs {
   Common c;
   std::string out, schemes = "int8,int4,nf4,int3,int2,binary", ppl_file;
+  std::string methods = "rtn", calib;  // --methods: each scheme quantized with each that applies to it
+  int calib_samples = 128, calib_ctx = 512, clip_search = 0;
   int ctx = 512, max_windows = 0;
   std::string score = "all";
 };
@@ -93,28 +97,61 @@ int report(ReportArgs& a) {
   auto in = resolve_model_path(a.c.model);
   const auto schemes = split_csv(a.schemes);
   if (schemes.empty()) fail("report: --schemes lists no scheme");
-  for (const auto& s : schemes) resolve_scheme(s);
+  const auto methods = split_csv(a.methods);
+  if (methods.empty()) fail("report: --methods lists no method");
+  static const std::set<std::string> kMethods = {"rtn", "hqq", "gptq", "imatrix", "awq"};
+  for (const auto& m : methods)
+    if (!kMethods.count(m)) fail("report: unknown method '{}' (expected rtn, hqq, gptq, imatrix or awq)", m);
+  // Every (scheme, method) pair the method can quantize: hqq needs an affine format, the calibrated
+  // methods a uniform one (affine or symmetric); the others are skipped and listed.
+  struct Combo {
+    std::string scheme, method, name;
+  };
+  std::vector<Combo> combos;
+  std::vector<std::string> skipped;
+  for (const auto& s : schemes) {
+    const std::string format = resolve_scheme(s).format;
+    for (const auto& m : methods) {
+      const bool ok = m == "rtn" || (m == "hqq" ? format == "affine" : format == "affine" || format == "symmetric");
+      if (!ok) {
+        skipped.push_back(s + "/" + m);
+        continue;
+      }
+      combos.push_back({s, m, methods.size() == 1 && m == "rtn" ? s : s + "/" + m});
+    }
+  }
+  if (combos.empty()) fail("report: no scheme in --schemes can be quantized by --methods {}", a.methods);
   fs::create_directories(fs::path(a.out) / "checkpoints");
 
   auto tok = load_tokenizer(in);
   auto tokens = tok->encode(read_file(a.ppl_file));
   std::vector<QuantizeReport> qreports;
-  for (const auto& s : schemes) {
+  auto checkpoint = [&](const Combo& c) { return fs::path(a.out) / "checkpoints" / (c.scheme + "-" + c.method); };
+  for (const auto& c : combos) {
     QuantizeOptions opt;
-    opt.scheme = s;
+    opt.scheme = c.scheme;
+    opt.method = c.method;
     opt.force = true;
     opt.progress = false;
     opt.threads = a.c.threads;
-    qreports.push_back(quantize_checkpoint(in, fs::path(a.out) / "checkpoints" / s, opt));
-    fmt::print(stderr, "quantized {}: {:.2f} MB, {:.3f} bits per weight, {:.1f} s\n", s,
+    opt.gptq.clip_steps = a.clip_search;
+    if (c.method != "rtn" && c.method != "hqq") {
+      opt.calib = {fs::path(a.calib.empty() ? default_calib_file() : a.calib), a.calib_samples, a.calib_ctx, 0};
+      std::error_code ec;
+      if (fs::equivalent(opt.calib.file, a.ppl_file, ec))
+        fail("--calib {}: that is the evaluation text; calibrate on other text", opt.calib.file.string());
+    }
+    qreports.push_back(quantize_checkpoint(in, checkpoint(c), opt));
+    fmt::print(stderr, "quantized {}: {:.2f} MB, {:.3f} bits per weight, {:.1f} s\n", c.name,
                double(qreports.back().bytes_out) / 1e6, qreports.back().quantized_bits_per_weight(),
                qreports.back().seconds);
   }
+  for (const auto& s : skipped) fmt::print(stderr, "skipped {}: the method does not apply to that format\n", s);
   auto base = load_causal_lm(in);
   std::vector<std::unique_ptr<CausalLM>> qmodels;
   std::vector<const CausalLM*> models = {base.get()};
-  for (const auto& s : schemes) {
-    qmodels.push_back(load_causal_lm(fs::path(a.out) / "checkpoints" / s));
+  for (const auto& c : combos) {
+    qmodels.push_back(load_causal_lm(checkpoint(c)));
     models.push_back(qmodels.back().get());
   }
   PerplexityOptions popt;
@@ -132,10 +169,10 @@ int report(ReportArgs& a) {
   if (in_bpw < 31.99)
     rows.push_back({fmt::format("input ({:.0f}-bit)", in_bpw), in_bpw, in_bpw, double(q0.bytes_in) / 1e6,
                     fp32_mb / (double(q0.bytes_in) / 1e6), results[0].ppl, results[0].ppl_stderr, 0, 0, 1});
-  for (size_t i = 0; i < schemes.size(); ++i) {
+  for (size_t i = 0; i < combos.size(); ++i) {
     const auto& r = results[i + 1];
     const auto& q = qreports[i];
-    rows.push_back({schemes[i], q.quantized_bits_per_weight(), q.bits_per_weight(), double(q.bytes_out) / 1e6,
+    rows.push_back({combos[i].name, q.quantized_bits_per_weight(), q.bits_per_weight(), double(q.bytes_out) / 1e6,
                     fp32_mb / (double(q.bytes_out) / 1e6), r.ppl, r.ppl_stderr,
                     100 * (r.ppl / results[0].ppl - 1), r.kld, r.top1});
   }
@@ -153,18 +190,21 @@ int report(ReportArgs& a) {
 
   std::string md = fmt::format(
       "# lowbit report: {}\n\nPerplexity on `{}`, ctx {}, {} scoring, {} windows ({} tokens scored); KLD (nats/token) and "
-      "top-1 agreement against the float model on the same windows. Round-to-nearest quantization of the linear "
-      "layers (embeddings and lm_head kept). bpw = bits per weight of the quantized tensors, scales, zero points "
-      "and code books included; MB and compression are for the whole model, compression relative to FP32.\n\n"
+      "top-1 agreement against the float model on the same windows. Quantization of the linear layers "
+      "(embeddings and lm_head kept) by {}{}. bpw = bits per weight of the quantized tensors, scales, zero points "
+      "and code books included; MB and compression are for the whole model, compression relative to FP32.{}\n\n"
       "| scheme | bpw | MB | compression × | ppl | Δppl % | KLD | top-1 % |\n|---|---|---|---|---|---|---|---|\n",
       model_name, fs::path(a.ppl_file).filename().string(), a.ctx, a.score, results[0].windows,
-      results[0].tokens_scored);
+      results[0].tokens_scored, a.methods == "rtn" ? "round to nearest" : "scheme/method: " + a.methods,
+      a.methods == "rtn" ? "" : fmt::format(" (calibration: {} windows of {} tokens{})", a.calib_samples, a.calib_ctx,
+                                            a.clip_search ? fmt::format(", clip search {}", a.clip_search) : ""),
+      skipped.empty() ? "" : fmt::format(" Not applicable, skipped: {}.", fmt::join(skipped, ", ")));
   for (const auto& r : rows)
     md += fmt::format("| {} | {:.3f} | {:.2f} | {:.2f} | {:.4f} ± {:.4f} | {:+.2f} | {:.5f} | {:.2f} |\n", r.name, r.bpw,
                       r.mb, r.compression, r.ppl, r.ppl_stderr, r.dppl_pct, r.kld, 100 * r.top1);
   md += "\n![model size per scheme](size_vs_bits.png)\n\n![perplexity vs bits per weight](ppl_vs_bits.png)\n";
   write_file_atomic(dir / "report.md", md);
-  draw_plots(dir, model_name, rows, rows.size() - schemes.size(), a);
+  draw_plots(dir, model_name, rows, rows.size() - combos.size(), a);
 
   if (a.c.json) {
     fmt::print("{}\n", j.dump());
@@ -183,6 +223,14 @@ void register_report(CLI::App& app, std::function<int()>& run) {
   add_common(cmd, a->c);
   cmd->add_option("-o,--output", a->out, "report folder")->required();
   cmd->add_option("--schemes", a->schemes, "comma-separated schemes")->capture_default_str();
+  cmd->add_option("--methods", a->methods,
+                  "comma-separated methods (rtn, hqq, gptq, imatrix, awq): every scheme with every method that applies "
+                  "to its format, rows named scheme/method")
+      ->capture_default_str();
+  cmd->add_option("--calib", a->calib, "calibration text for gptq, imatrix and awq (default: wiki.valid.tokens)");
+  cmd->add_option("--calib-samples", a->calib_samples, "calibration windows")->capture_default_str();
+  cmd->add_option("--calib-ctx", a->calib_ctx, "tokens per calibration window")->capture_default_str();
+  cmd->add_option("--clip-search", a->clip_search, "gptq: clipping search steps (0 = off)")->capture_default_str();
   cmd->add_option("--ppl", a->ppl_file, "text to score (default: ../shared/datasets/wikitext-2/wiki.test.raw)");
   cmd->add_option("--ctx", a->ctx, "window length in tokens")->capture_default_str();
   cmd->add_option("--score", a->score, "all | second-half")->check(CLI::IsMember({"all", "second-half"}))->capture_default_str();

@@ -416,3 +416,151 @@ TEST(AmxBf16, GemmMatchesReferenceWithinBf16Rounding) {
 
 }  // namespace
 }  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// The lanes layout (PackedMatrix::lanes): the same matrix as its row-major source in every entry
+// point of every variant that takes it, against the reference on the source; ranges that start and
+// end inside a 16-row block; f16 and f32 parameters; affine (z 0, offsets) and symmetric (z 8).
+TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const PackedKernels& ref = packed_kernels_ref();
+  int checked = 0, vector_checked = 0, amx_checked = 0;
+  for (int64_t rows : {1, 3, 16, 17, 33})
+    for (int64_t cols : {64, 192, 320})
+      for (int64_t group : {int64_t(64), int64_t(128), cols})
+        for (int z : {0, 8})
+          for (bool f16 : {false, true})
+            for (bool exact : {false, true}) {
+              SCOPED_TRACE(fmt::format("rows {} cols {} group {} z {} f16 {} exact {}", rows, cols, group, z, f16, exact));
+              Owned o = make(PackedKind::U4, rows, cols, group, z == 0 && !exact, rng);
+              for (int c = 0; c < 16; ++c) o.m.lut[c] = float(c - z);
+              if (exact)
+                for (auto& s : o.scale) s = 1.0f;
+              std::vector<uint16_t> sh, oh;
+              if (f16) {
+                for (float s : o.scale) sh.push_back(f32_to_f16(s));
+                for (float v : o.offset) oh.push_back(f32_to_f16(v));
+                o.m.scale = nullptr;
+                o.m.offset = nullptr;
+                o.m.scale_f16 = sh.data();
+                o.m.offset_f16 = oh.empty() ? nullptr : oh.data();
+              }
+              o.m.int_zero = int_zero_of(o.m);
+              ASSERT_TRUE(lanes_eligible(o.m));
+              PackedLanes keep;
+              const PackedMatrix l = relayout_lanes(o.m, keep);
+              ASSERT_TRUE(l.lanes);
+              ASSERT_FALSE(lanes_eligible(l));
+              ASSERT_EQ(l.bytes(), o.m.bytes());
+              for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(packed_code_at(l, r, c), packed_code_at(o.m, r, c)) << r << "," << c;
+                for (int64_t g = 0; g < o.m.groups(); ++g) {
+                  ASSERT_EQ(l.scale_at(l.param_index(r, g)), o.m.scale_at(o.m.param_index(r, g)));
+                  ASSERT_EQ(l.offset_at(l.param_index(r, g)), o.m.offset_at(o.m.param_index(r, g)));
+                }
+              }
+              std::vector<float> want_deq(size_t(rows * cols), nan);
+              ref.dequant(o.m, 0, rows, want_deq.data());
+              const size_t m = 3, ldx = size_t(cols) + 2, ldy = size_t(rows) + 1;
+              std::vector<float> x(m * ldx, nan);
+              std::uniform_int_distribution<int> q(-127, 127);
+              for (size_t i = 0; i < m; ++i)
+                for (int64_t c = 0; c < cols; ++c)
+                  x[i * ldx + size_t(c)] = exact ? float(c % QActs::kBlock == 0 ? 127 : q(rng)) : normal(rng);
+              QActs a;
+              quantize_acts(x.data(), m, ldx, cols, group, false, a);
+              std::vector<float> want_q8(m * ldy, nan), want_f(m * ldy, nan);
+              ref.matmul_q8(o.m, a, 0, rows, want_q8.data(), ldy, false);
+              ref.matvec(o.m, x.data(), m, ldx, 0, rows, want_f.data(), ldy, false);
+              std::vector<double> mag(m * ldy, 0.0);  // Σ (|base|·scale + |offset|)·|x|
+              for (size_t i = 0; i < m; ++i)
+                for (int64_t r = 0; r < rows; ++r)
+                  for (int64_t c = 0; c < cols; ++c) {
+                    const size_t gi = o.m.param_index(r, c / group);
+                    mag[i * ldy + size_t(r)] += (std::fabs(o.m.lut[packed_code_at(o.m, r, c)]) * o.m.scale_at(gi) +
+                                                 std::fabs(o.m.offset_at(gi))) * std::fabs(x[i * ldx + size_t(c)]);
+                  }
+              if (amx_bf16_available())  // prefill tiles straight from the lanes: bit for bit the float route's
+                for (int64_t r0 : {int64_t(0), int64_t(16)}) {
+                  if (r0 >= rows) continue;
+                  const size_t n = size_t(rows - r0), size = amx_m(n) * amx_k(size_t(cols));
+                  std::vector<uint16_t> want_t(size, 0xFFFF), got_t(size, 0xFFFF);
+                  amx_pack_weights(want_deq.data() + size_t(r0 * cols), n, size_t(cols), want_t.data());
+                  amx_pack_weights_lanes(l, r0, rows, got_t.data());
+                  ASSERT_EQ(got_t, want_t) << "from row " << r0;
+                  ++amx_checked;
+                }
+              for (const PackedKernels* k : variants()) {
+                if (!k->takes_lanes) {
+                  EXPECT_FALSE(k->supports(l)) << k->name;
+                  continue;
+                }
+                SCOPED_TRACE(k->name);
+                ASSERT_TRUE(k->supports(l) && k->supports_q8 && k->supports_q8(l));
+                for (int64_t r0 : {int64_t(0), std::min<int64_t>(rows - 1, 5)}) {
+                  const int64_t r1 = rows > 20 ? rows - 2 : rows;  // ends inside a block too
+                  std::vector<float> deq(size_t((r1 - r0) * cols), nan);
+                  k->dequant(l, r0, r1, deq.data());
+                  for (size_t e = 0; e < deq.size(); ++e) ASSERT_EQ(deq[e], want_deq[size_t(r0 * cols) + e]) << e;
+                  std::vector<float> got(m * ldy, nan), acc(m * ldy, 1.5f), flt(m * ldy, nan);
+                  k->matmul_q8(l, a, r0, r1, got.data(), ldy, false);
+                  k->matmul_q8(l, a, r0, r1, acc.data(), ldy, true);
+                  k->matvec(l, x.data(), m, ldx, r0, r1, flt.data(), ldy, false);
+                  for (size_t i = 0; i < m; ++i) {
+                    for (int64_t r = r0; r < r1; ++r) {
+                      const size_t at = i * ldy + size_t(r - r0), want_at = i * ldy + size_t(r);
+                      const double tol = 4e-6 * mag[want_at] + 1e-6;
+                      if (exact) {
+                        ASSERT_EQ(got[at], want_q8[want_at]) << "row " << r;
+                      } else {
+                        ASSERT_NEAR(got[at], want_q8[want_at], tol) << "row " << r;
+                      }
+                      ASSERT_NEAR(acc[at], 1.5f + want_q8[want_at], tol + 2e-7) << "row " << r;
+                      ASSERT_NEAR(flt[at], want_f[want_at], 1.2e-7 * double(cols + 8) * mag[want_at] + 1e-30) << "row " << r;
+                    }
+                    for (size_t r = size_t(r1 - r0); r < ldy; ++r) {  // nothing written past the range
+                      ASSERT_TRUE(std::isnan(got[i * ldy + r]));
+                      ASSERT_TRUE(std::isnan(flt[i * ldy + r]));
+                    }
+                  }
+                }
+                ++checked;
+                if (k != &ref) ++vector_checked;
+              }
+            }
+  EXPECT_GE(checked, 360);
+  if (packed_kernels_available(packed_kernels_avx512vnni())) {
+    EXPECT_GE(vector_checked, 360);
+  }
+  if (amx_bf16_available()) {
+    EXPECT_GE(amx_checked, 300);
+  }
+}
+
+TEST(PackedKernelsQ8, LanesLayoutTakesOnlyIntegerTablesOnWholeBlocks) {
+  std::mt19937 rng(19);
+  auto eligible = [&](int64_t cols, int64_t group, bool integer) {
+    Owned o = make(PackedKind::U4, 2, cols, group, true, rng);
+    if (integer)
+      for (int c = 0; c < 16; ++c) o.m.lut[c] = float(c);
+    o.m.int_zero = int_zero_of(o.m);
+    return lanes_eligible(o.m);
+  };
+  EXPECT_TRUE(eligible(128, 64, true));
+  EXPECT_TRUE(eligible(192, 192, true));
+  EXPECT_FALSE(eligible(128, 64, false));  // NF4-like table
+  EXPECT_FALSE(eligible(100, 100, true));  // not whole 64-column blocks
+  EXPECT_FALSE(eligible(128, 32, true));   // groups splitting a block
+  Owned o = make(PackedKind::U8, 2, 128, 64, false, rng);
+  o.m.int_zero = int_zero_of(o.m);
+  EXPECT_FALSE(lanes_eligible(o.m));
+  PackedLanes keep;
+  EXPECT_THROW(relayout_lanes(o.m, keep), Error);
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -38,6 +38,14 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+void MappedFile::release(const void* p, size_t n) const {
+  const auto b = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(data_);
+  if (n == 0 || b < base || b + n > base + size_) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (b + page - 1) / page * page, last = (b + n) / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);  // advice: failure is harmless
+}
+
 std::string read_file(const std::filesystem::path& path, size_t max_bytes) {
   MappedFile f(path);
   if (f.size() > max_bytes) fail("{}: file is {} bytes, more than the limit of {}", path.string(), f.size(), max_bytes);

@@ -268,7 +268,10 @@ LinearWeights WeightStore::load_linear_packed(const LogicalTensor& t, const std:
   } else {
     for (int c = 0; c < 16; ++c) m.lut[c] = params.table[size_t(c)];
   }
-  return LinearWeights::from_packed(m, owner);
+  LinearWeights l = LinearWeights::from_packed(m, owner);
+  // Re-laid for the decode kernels (linear.h): the codes in the map are not read again.
+  if (l.packed.front().m.lanes) store_->release(codes_name);
+  return l;
 }
 
 LinearWeights WeightStore::load_linear(const std::string& name, const std::vector<int64_t>& out_in,

@@ -166,6 +166,10 @@ TensorView TensorStore::get(const std::string& name) const {
   return files_[it->second.first]->view(*it->second.second);
 }
 
+void TensorStore::release(const std::string& name) const {
+  if (auto it = where_.find(name); it != where_.end()) files_[it->second.first]->release(*it->second.second);
+}
+
 std::vector<TensorView> TensorStore::all() const {
   std::vector<TensorView> out;
   for (const auto& [name, w] : where_) out.push_back(files_[w.first]->view(*w.second));

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
+#include <string_view>
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
@@ -64,8 +66,25 @@ LinearWeights LinearWeights::from_packed(const PackedMatrix& m, std::shared_ptr<
   pm.int_zero = int_zero_of(pm);
   const PackedKernels& best = packed_kernels_best();
   const bool q8 = packed_q8_activations_enabled() && best.supports_q8 && best.supports_q8(pm);
+  if (q8 && best.takes_lanes && packed_lanes_enabled() && lanes_eligible(pm)) {
+    // Re-laid once at load for the decode kernels (PackedMatrix::lanes); the caller may then let go
+    // of the source bytes (WeightStore drops their pages from memory).
+    auto lanes = std::make_shared<PackedLanes>();
+    pm = relayout_lanes(pm, *lanes);
+    keep = std::move(lanes);
+  }
   l.packed.push_back({pm, q8 || best.supports(pm) ? &best : &packed_kernels_ref(), q8, std::move(keep)});
   return l;
+}
+
+bool packed_lanes_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("LOWBIT_U4_LAYOUT");
+    if (!v || !*v || std::string_view(v) == "lanes") return true;
+    if (std::string_view(v) == "rows") return false;
+    fail("LOWBIT_U4_LAYOUT={}: expected lanes or rows", v);
+  }();
+  return on;
 }
 
 namespace {
@@ -204,7 +223,7 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   for (size_t s = 0; s < w.packed.size(); ++s) {
     const PackedSegment& seg = w.packed[s];
     if (!seg.q8 || m != 1) continue;
-    const bool nibble = seg.m.kind == PackedKind::U4;
+    const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;
     const int64_t G = std::min(seg.m.group, seg.m.cols);
     for (const auto& a : acts)
       if (a->nibble == nibble && a->group == G) seg_acts[s] = &a->a;
@@ -231,6 +250,12 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
       return;
     }
     const size_t n = size_t(it.r1 - it.r0);
+    if (on_amx(*it.seg) && pm.lanes && it.r0 % 16 == 0) {  // tiles straight from the re-laid codes
+      b_bf16.resize(amx_m(n) * amx_k(k));
+      amx_pack_weights_lanes(pm, it.r0, it.r1, b_bf16.data());
+      amx_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);
+      return;
+    }
     buf.resize(n * k);
     it.seg->kernels->dequant(pm, it.r0, it.r1, buf.data());
     if (on_amx(*it.seg)) {

@@ -39,6 +39,59 @@ uint8_t packed_code(const PackedMatrix& w, const uint8_t* row, int64_t c) {
   return (c & 1) ? uint8_t(b >> 4) : uint8_t(b & 15);
 }
 
+uint8_t packed_code_at(const PackedMatrix& w, int64_t r, int64_t c) {
+  if (!w.lanes) return packed_code(w, w.data + size_t(r) * w.row_bytes, c);
+  const uint8_t b = w.data[size_t(((r / 16) * (w.cols / 8) + c / 8) * 64 + (r % 16) * 4 + (c % 4))];
+  return (c % 8) < 4 ? uint8_t(b & 15) : uint8_t(b >> 4);
+}
+
+bool lanes_eligible(const PackedMatrix& w) {
+  return w.kind == PackedKind::U4 && !w.lanes && w.int_zero >= 0 && w.cols > 0 && w.cols % 64 == 0 &&
+         (w.group >= w.cols || (w.group > 0 && w.group % 64 == 0));
+}
+
+PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out) {
+  if (!lanes_eligible(w)) fail("relayout_lanes: a {} x {} {} matrix with group {} is not eligible", w.rows, w.cols,
+                               packed_kind_name(w.kind), w.group);
+  const int64_t blocks = (w.rows + 15) / 16, units = w.cols / 8, groups = w.groups();
+  PackedMatrix l = w;
+  l.lanes = true;
+  out.codes.assign(size_t(blocks * units * 64), 0);
+  const size_t np = size_t(blocks * groups * 16);
+  auto params = [&](const float* f32, const uint16_t* f16, std::vector<float>& o32, std::vector<uint16_t>& o16) {
+    if (f16) o16.assign(np, 0);
+    if (f32) o32.assign(np, 0.0f);
+    for (int64_t r = 0; r < w.rows; ++r)
+      for (int64_t g = 0; g < groups; ++g) {
+        const size_t from = size_t(r * groups + g), to = l.param_index(r, g);
+        if (f16) o16[to] = f16[from];
+        if (f32) o32[to] = f32[from];
+      }
+  };
+  params(w.scale, w.scale_f16, out.scale, out.scale_f16);
+  params(w.offset, w.offset_f16, out.offset, out.offset_f16);
+  l.data = out.codes.data();
+  l.scale = w.scale ? out.scale.data() : nullptr;
+  l.scale_f16 = w.scale_f16 ? out.scale_f16.data() : nullptr;
+  l.offset = w.offset ? out.offset.data() : nullptr;
+  l.offset_f16 = w.offset_f16 ? out.offset_f16.data() : nullptr;
+  // A row's 4 bytes for columns 8j..8j+7 hold (low nibble first) c0 c1 | c2 c3 | c4 c5 | c6 c7;
+  // the unit wants c0 c4 | c1 c5 | c2 c6 | c3 c7.
+  default_thread_pool().parallel_for(size_t(w.rows), [&](size_t b, size_t e, int) {
+    for (size_t r = b; r < e; ++r) {
+      const uint8_t* row = w.data + r * w.row_bytes;
+      uint8_t* dst = out.codes.data() + (r / 16) * size_t(units) * 64 + (r % 16) * 4;
+      for (int64_t j = 0; j < units; ++j, row += 4, dst += 64) {
+        dst[0] = uint8_t((row[0] & 0x0F) | (row[2] << 4));
+        dst[1] = uint8_t((row[0] >> 4) | (row[2] & 0xF0));
+        dst[2] = uint8_t((row[1] & 0x0F) | (row[3] << 4));
+        dst[3] = uint8_t((row[1] >> 4) | (row[3] & 0xF0));
+      }
+    }
+  });
+  return l;
+}
+
 float packed_value(const PackedMatrix& w, int64_t r, int64_t c) {
   const uint8_t* row = w.data + size_t(r) * w.row_bytes;
   switch (w.kind) {
@@ -55,8 +108,8 @@ float packed_value(const PackedMatrix& w, int64_t r, int64_t c) {
     }
     case PackedKind::U8:
     case PackedKind::U4: {
-      const int64_t g = r * w.groups() + c / w.group;
-      const uint8_t code = packed_code(w, row, c);
+      const size_t g = w.param_index(r, c / w.group);
+      const uint8_t code = packed_code_at(w, r, c);
       const float base = w.kind == PackedKind::U8 ? float(int(code) - w.zero) : w.lut[code];
       return base * w.scale_at(g) + w.offset_at(g);
     }
@@ -168,19 +221,18 @@ void ref_dequant(const PackedMatrix& w, int64_t r0, int64_t r1, float* out) {
 void ref_matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy,
                    bool accumulate) {
   constexpr int64_t B = QActs::kBlock;
-  const int64_t G = a.group, groups = w.groups();
+  const int64_t G = a.group;
   for (size_t i = 0; i < a.m; ++i)
     for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* row = w.data + size_t(r) * w.row_bytes;
       float acc = 0;
       for (int64_t g = 0; g < a.groups; ++g) {
         float gsum = 0;
         for (int64_t k = (g * G) / B; k < (std::min((g + 1) * G, w.cols) + B - 1) / B; ++k) {
           int32_t s = 0;
-          for (int64_t c = k * B; c < std::min((k + 1) * B, w.cols); ++c) s += int32_t(packed_code(w, row, c)) * a.at(i, c);
+          for (int64_t c = k * B; c < std::min((k + 1) * B, w.cols); ++c) s += int32_t(packed_code_at(w, r, c)) * a.at(i, c);
           gsum += a.scale[i * size_t(a.blocks) + size_t(k)] * float(s);
         }
-        const size_t wg = size_t(r * groups + g), ag = i * size_t(a.groups) + size_t(g);
+        const size_t wg = w.param_index(r, g), ag = i * size_t(a.groups) + size_t(g);
         const float s = w.scale_at(wg);
         acc += s * gsum - float(w.int_zero) * s * a.zsum[ag] + (w.has_offset() ? w.offset_at(wg) * a.sum_x[ag] : 0.0f);
       }
@@ -192,7 +244,7 @@ void ref_matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1
 }  // namespace
 
 const PackedKernels& packed_kernels_ref() {
-  static const PackedKernels k{"ref", ref_supports, ref_matvec, ref_dequant, ref_supports_q8, ref_matmul_q8};
+  static const PackedKernels k{"ref", ref_supports, ref_matvec, ref_dequant, ref_supports_q8, ref_matmul_q8, nullptr, true};
   return k;
 }
 

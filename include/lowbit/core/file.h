@@ -19,6 +19,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
+  // Drops the whole pages of [p, p + n) (a range inside this map) from this process's memory: a
+  // private read-only file mapping reads them back from the file if they are touched again. For
+  // bytes copied elsewhere at load (re-laid weights), so that they do not count twice.
+  void release(const void* p, size_t n) const;
 
  private:
   std::filesystem::path path_;

@@ -50,6 +50,8 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;
   TensorView view(const TensorInfo& info) const;
   size_t file_size() const { return map_.size(); }
+  // Drops the tensor's whole pages from memory (MappedFile::release): its bytes were copied.
+  void release(const TensorInfo& info) const { map_.release(data_section_ + info.begin, size_t(info.end - info.begin)); }
 
  private:
   MappedFile map_;
@@ -69,6 +71,8 @@ class TensorStore {
   bool has(const std::string& name) const { return where_.count(name) != 0; }
   // Throws, naming the checkpoint and tensor, when the tensor is missing.
   TensorView get(const std::string& name) const;
+  // SafetensorsFile::release of a tensor (no-op for a name it does not have).
+  void release(const std::string& name) const;
   std::vector<TensorView> all() const;  // sorted by name
   uint64_t total_bytes() const;         // bytes of tensor data
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }

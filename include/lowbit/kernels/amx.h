@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "lowbit/kernels/packed.h"
+
 namespace lowbit {
 
 // Whether the CPU has AMX-BF16 and the kernel lets this process use it (permission asked once).
@@ -25,6 +27,11 @@ void amx_pack_acts(const float* x, size_t m, size_t ldx, size_t k, uint16_t* out
 // 32 inputs, 16 rows of 16 (input pair) x 2 values; n rounded up to 32 with zero rows.
 // `out` holds amx_m(n) * amx_k(k) values.
 void amx_pack_weights(const float* w, size_t n, size_t k, uint16_t* out);
+
+// The same tiles straight from a matrix in the lanes layout (PackedMatrix::lanes, whose units are
+// already rows-in-lanes): rows [r0, r1) of w, r0 a multiple of 16, no float copy; bit for bit
+// amx_pack_weights of the reference's dequantization.
+void amx_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint16_t* out);
 
 // y[i * ldy + j] (= or +=) Σ_c x[i][c] w[j][c] for i < m, j < n, from the packed operands.
 void amx_gemm(const uint16_t* a, size_t m, const uint16_t* b, size_t n, size_t k, float* y, size_t ldy,

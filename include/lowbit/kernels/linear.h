@@ -55,6 +55,10 @@ struct LinearWeights {
   void row_f32(int64_t r, float* out) const;
 };
 
+// Whether from_packed re-lays eligible U4 matrices for the integer path into the lanes layout
+// (PackedMatrix::lanes; LOWBIT_U4_LAYOUT=rows keeps them row-major, for comparisons).
+bool packed_lanes_enabled();
+
 // y[m][rows] = x[m][cols] · Wᵀ (+ y when accumulate).
 void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate = false);
 

@@ -46,13 +46,40 @@ struct PackedMatrix {
   // activations in integer dot products); -1 otherwise (NF4, FP4). Set by int_zero_of().
   int int_zero = -1;
 
+  // U4 only, "lanes" layout (relayout_lanes): rows in blocks of 16, each block's codes as 64-byte
+  // units of 8 columns in which row l of the block owns bytes 4l..4l+3 and byte t holds column
+  // 8j + t in its low nibble and 8j + 4 + t in its high one; then a register of one unit holds 16
+  // rows' columns in its 16 lanes, and vpdpbusd against 4 broadcast activations sums 16 rows at once
+  // with no per-row reduction, one ascending stream of bytes per block (row-major 4-row tiles read
+  // four streams, which this machine's prefetchers follow poorly: 74 % of the bandwidth against
+  // ~100 %). Scales and offsets are then [block][group][16]; rows past `rows` in the last block have
+  // code 0, scale 0 and offset 0. data is the first block; row_bytes stays (cols + 1) / 2.
+  bool lanes = false;
+
   int64_t groups() const { return group > 0 ? (cols + group - 1) / group : 1; }
   float scale_at(size_t i) const { return scale_f16 ? f16_to_f32(scale_f16[i]) : scale[i]; }
   bool has_offset() const { return offset != nullptr || offset_f16 != nullptr; }
   float offset_at(size_t i) const { return offset_f16 ? f16_to_f32(offset_f16[i]) : offset ? offset[i] : 0.0f; }
   // Bytes one pass over the matrix reads (codes and scales).
   uint64_t bytes() const;
+  // Where the scale / offset of row r, group g is (either layout).
+  size_t param_index(int64_t r, int64_t g) const {
+    return lanes ? size_t(((r / 16) * groups() + g) * 16 + r % 16) : size_t(r * groups() + g);
+  }
 };
+
+// U4 matrices the lanes layout takes: integer tables (int_zero >= 0, the integer path), whole
+// 64-column blocks (cols % 64 == 0) and groups of whole blocks (or one group per row).
+bool lanes_eligible(const PackedMatrix& w);
+// What a relaid matrix points to: codes, and scales / offsets in the source's own float type.
+struct PackedLanes {
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> scale_f16, offset_f16;
+  std::vector<float> scale, offset;
+};
+// w (row-major, lanes_eligible) re-laid into `out`: the same matrix in the lanes layout, pointing
+// into out. Rows are split over the thread pool.
+PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out);
 
 // Computes PackedMatrix::int_zero from kind, zero and lut.
 int int_zero_of(const PackedMatrix& w);
@@ -103,6 +130,9 @@ struct PackedKernels {
   // float rounding (summed in another order). nullptr: the reference.
   void (*quantize_acts)(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order,
                         QActs& out) = nullptr;
+  // Whether every entry point takes the lanes layout (PackedMatrix::lanes; the reference does, with
+  // activations in natural order for matmul_q8).
+  bool takes_lanes = false;
 };
 
 const PackedKernels& packed_kernels_ref();
@@ -119,6 +149,7 @@ const PackedKernels& packed_kernels_best();
 
 // Reference pieces the vector variants share for the parts they leave scalar.
 float packed_value(const PackedMatrix& w, int64_t r, int64_t c);  // W[r][c]
-uint8_t packed_code(const PackedMatrix& w, const uint8_t* row, int64_t c);  // U8 / U4 code of column c
+uint8_t packed_code(const PackedMatrix& w, const uint8_t* row, int64_t c);  // U8 / U4 code of column c (row-major)
+uint8_t packed_code_at(const PackedMatrix& w, int64_t r, int64_t c);  // U8 / U4 code of W[r][c], either layout
 
 }  // namespace lowbit

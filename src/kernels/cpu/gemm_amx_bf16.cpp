@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -41,6 +42,13 @@ inline __m256i to_bf16(__m512 v) {
   const __m512i u = _mm512_castps_si512(v);
   const __m512i rounding = _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
   return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(u, rounding), 16));
+}
+
+// to_bf16 kept in 32-bit lanes (the bf16 in the low half).
+inline __m512i to_bf16_32(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i rounding = _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+  return _mm512_srli_epi32(_mm512_add_epi32(u, rounding), 16);
 }
 
 }  // namespace
@@ -101,6 +109,44 @@ void amx_pack_weights(const float* w, size_t n, size_t k, uint16_t* out) {
         for (size_t p = 0; p < 16; ++p) tile[p * 16 + j] = pairs[p];
       }
     }
+}
+
+void amx_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint16_t* out) {
+  const size_t n = size_t(r1 - r0), kp = amx_k(size_t(w.cols)), np = amx_m(n), kc_n = kp / 32;
+  const int64_t units = w.cols / 8, G = std::min(w.group, w.cols), groups = w.groups();
+  const __m512i low4 = _mm512_set1_epi32(0x0F), z = _mm512_set1_epi32(w.int_zero);
+  auto params = [](const float* f32, const uint16_t* f16, size_t i) {
+    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f16 + i))) : _mm512_loadu_ps(f32 + i);
+  };
+  for (size_t rb = 0; rb < np / 16; ++rb) {
+    const int64_t b = r0 / 16 + int64_t(rb);
+    const size_t valid = 16 * rb < n ? std::min<size_t>(16, n - 16 * rb) : 0;
+    const __mmask16 rows = __mmask16((1u << valid) - 1);  // tile columns past r1 stay zero
+    for (size_t kc = 0; kc < kc_n; ++kc) {
+      uint16_t* tile = out + (rb * kc_n + kc) * 512;  // 16 pairs x 16 rows, a pair per 32 bits
+      if (valid == 0) {
+        std::memset(tile, 0, 512 * sizeof(uint16_t));
+        continue;
+      }
+      const size_t pi = size_t((b * groups + int64_t(kc * 32) / G) * 16);
+      const __m512 s = params(w.scale, w.scale_f16, pi);
+      const __m512 off = w.has_offset() ? params(w.offset, w.offset_f16, pi) : _mm512_setzero_ps();
+      for (size_t u = 0; u < 4; ++u) {
+        const __m512i v = _mm512_loadu_si512(w.data + size_t(b * units + int64_t(kc * 4 + u)) * 64);
+        for (int q = 0; q < 4; ++q) {  // pair q: columns 2q, 2q + 1 of the unit
+          const __m512i nib = q < 2 ? v : _mm512_srli_epi32(v, 4);
+          const int shift = 16 * (q & 1);
+          const __m512i ca = _mm512_and_si512(_mm512_srli_epi32(nib, unsigned(shift)), low4);
+          const __m512i cb = _mm512_and_si512(_mm512_srli_epi32(nib, unsigned(shift + 8)), low4);
+          // As the reference rounds a value: (code - z)·scale, then + offset; then to bf16.
+          const __m512 fa = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ca, z)), s), off);
+          const __m512 fb = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(cb, z)), s), off);
+          const __m512i pair = _mm512_or_si512(to_bf16_32(fa), _mm512_slli_epi32(to_bf16_32(fb), 16));
+          _mm512_storeu_si512(tile + (4 * u + size_t(q)) * 32, _mm512_maskz_mov_epi32(rows, pair));
+        }
+      }
+    }
+  }
 }
 
 void amx_gemm(const uint16_t* a, size_t m, const uint16_t* b, size_t n, size_t k, float* y, size_t ldy,

@@ -43,6 +43,7 @@ struct PackedImpl {
 
   static bool supports(const PackedMatrix& w) {
     if (!quantized(w)) return true;
+    if (w.lanes) return false;  // the reference's (and the VNNI variant's)
     return w.group >= w.cols || (w.group > 0 && w.group % kChunk == 0);
   }
 

@@ -429,15 +429,18 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const PackedKernels& ref = packed_kernels_ref();
   int checked = 0, vector_checked = 0, amx_checked = 0;
+  for (PackedKind kind : {PackedKind::U8, PackedKind::U4})
   for (int64_t rows : {1, 3, 16, 17, 33})
     for (int64_t cols : {64, 192, 320})
       for (int64_t group : {int64_t(64), int64_t(128), cols})
-        for (int z : {0, 8})
+        for (int z : {0, kind == PackedKind::U4 ? 8 : 128})
           for (bool f16 : {false, true})
             for (bool exact : {false, true}) {
-              SCOPED_TRACE(fmt::format("rows {} cols {} group {} z {} f16 {} exact {}", rows, cols, group, z, f16, exact));
-              Owned o = make(PackedKind::U4, rows, cols, group, z == 0 && !exact, rng);
+              SCOPED_TRACE(fmt::format("{} rows {} cols {} group {} z {} f16 {} exact {}", packed_kind_name(kind), rows,
+                                       cols, group, z, f16, exact));
+              Owned o = make(kind, rows, cols, group, z == 0 && !exact, rng);
               for (int c = 0; c < 16; ++c) o.m.lut[c] = float(c - z);
+              o.m.zero = kind == PackedKind::U8 ? z : 0;
               if (exact)
                 for (auto& s : o.scale) s = 1.0f;
               std::vector<uint16_t> sh, oh;
@@ -481,7 +484,9 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                 for (int64_t r = 0; r < rows; ++r)
                   for (int64_t c = 0; c < cols; ++c) {
                     const size_t gi = o.m.param_index(r, c / group);
-                    mag[i * ldy + size_t(r)] += (std::fabs(o.m.lut[packed_code_at(o.m, r, c)]) * o.m.scale_at(gi) +
+                    const int code = packed_code_at(o.m, r, c);
+                    const double base = kind == PackedKind::U8 ? double(code - z) : double(o.m.lut[code]);
+                    mag[i * ldy + size_t(r)] += (std::fabs(base) * o.m.scale_at(gi) +
                                                  std::fabs(o.m.offset_at(gi))) * std::fabs(x[i * ldx + size_t(c)]);
                   }
               if (amx_bf16_available())  // prefill tiles straight from the lanes: bit for bit the float route's
@@ -532,16 +537,16 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                 if (k != &ref) ++vector_checked;
               }
             }
-  EXPECT_GE(checked, 360);
+  EXPECT_GE(checked, 720);
   if (packed_kernels_available(packed_kernels_avx512vnni())) {
-    EXPECT_GE(vector_checked, 360);
+    EXPECT_GE(vector_checked, 720);
   }
   if (amx_bf16_available()) {
-    EXPECT_GE(amx_checked, 300);
+    EXPECT_GE(amx_checked, 600);
   }
 }
 
-TEST(PackedKernelsQ8, LanesLayoutTakesOnlyIntegerTablesOnWholeBlocks) {
+TEST(PackedKernelsQ8, LanesLayoutTakesOnlyIntegerCodesOnWholeBlocks) {
   std::mt19937 rng(19);
   auto eligible = [&](int64_t cols, int64_t group, bool integer) {
     Owned o = make(PackedKind::U4, 2, cols, group, true, rng);
@@ -557,9 +562,13 @@ TEST(PackedKernelsQ8, LanesLayoutTakesOnlyIntegerTablesOnWholeBlocks) {
   EXPECT_FALSE(eligible(128, 32, true));   // groups splitting a block
   Owned o = make(PackedKind::U8, 2, 128, 64, false, rng);
   o.m.int_zero = int_zero_of(o.m);
+  EXPECT_TRUE(lanes_eligible(o.m));
+  o.m.cols = 96;
   EXPECT_FALSE(lanes_eligible(o.m));
   PackedLanes keep;
   EXPECT_THROW(relayout_lanes(o.m, keep), Error);
+  Owned f = make(PackedKind::F16, 2, 128, 0, false, rng);
+  EXPECT_FALSE(lanes_eligible(f.m));
 }
 
 }  // namespace

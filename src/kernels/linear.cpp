@@ -79,10 +79,10 @@ LinearWeights LinearWeights::from_packed(const PackedMatrix& m, std::shared_ptr<
 
 bool packed_lanes_enabled() {
   static const bool on = [] {
-    const char* v = std::getenv("LOWBIT_U4_LAYOUT");
+    const char* v = std::getenv("LOWBIT_LAYOUT");
     if (!v || !*v || std::string_view(v) == "lanes") return true;
     if (std::string_view(v) == "rows") return false;
-    fail("LOWBIT_U4_LAYOUT={}: expected lanes or rows", v);
+    fail("LOWBIT_LAYOUT={}: expected lanes or rows", v);
   }();
   return on;
 }

@@ -41,19 +41,21 @@ uint8_t packed_code(const PackedMatrix& w, const uint8_t* row, int64_t c) {
 
 uint8_t packed_code_at(const PackedMatrix& w, int64_t r, int64_t c) {
   if (!w.lanes) return packed_code(w, w.data + size_t(r) * w.row_bytes, c);
-  const uint8_t b = w.data[size_t(((r / 16) * (w.cols / 8) + c / 8) * 64 + (r % 16) * 4 + (c % 4))];
+  const int64_t uc = w.unit_cols();
+  const uint8_t b = w.data[size_t(((r / 16) * (w.cols / uc) + c / uc) * 64 + (r % 16) * 4 + (c % 4))];
+  if (w.kind == PackedKind::U8) return b;
   return (c % 8) < 4 ? uint8_t(b & 15) : uint8_t(b >> 4);
 }
 
 bool lanes_eligible(const PackedMatrix& w) {
-  return w.kind == PackedKind::U4 && !w.lanes && w.int_zero >= 0 && w.cols > 0 && w.cols % 64 == 0 &&
+  return (w.kind == PackedKind::U4 || w.kind == PackedKind::U8) && !w.lanes && w.int_zero >= 0 && w.cols > 0 && w.cols % 64 == 0 &&
          (w.group >= w.cols || (w.group > 0 && w.group % 64 == 0));
 }
 
 PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out) {
   if (!lanes_eligible(w)) fail("relayout_lanes: a {} x {} {} matrix with group {} is not eligible", w.rows, w.cols,
                                packed_kind_name(w.kind), w.group);
-  const int64_t blocks = (w.rows + 15) / 16, units = w.cols / 8, groups = w.groups();
+  const int64_t blocks = (w.rows + 15) / 16, units = w.cols / w.unit_cols(), groups = w.groups();
   PackedMatrix l = w;
   l.lanes = true;
   out.codes.assign(size_t(blocks * units * 64), 0);
@@ -75,12 +77,16 @@ PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out) {
   l.scale_f16 = w.scale_f16 ? out.scale_f16.data() : nullptr;
   l.offset = w.offset ? out.offset.data() : nullptr;
   l.offset_f16 = w.offset_f16 ? out.offset_f16.data() : nullptr;
-  // A row's 4 bytes for columns 8j..8j+7 hold (low nibble first) c0 c1 | c2 c3 | c4 c5 | c6 c7;
-  // the unit wants c0 c4 | c1 c5 | c2 c6 | c3 c7.
+  // U4: a row's 4 bytes for columns 8j..8j+7 hold (low nibble first) c0 c1 | c2 c3 | c4 c5 | c6 c7;
+  // the unit wants c0 c4 | c1 c5 | c2 c6 | c3 c7. U8: the row's 4 bytes as they are.
   default_thread_pool().parallel_for(size_t(w.rows), [&](size_t b, size_t e, int) {
     for (size_t r = b; r < e; ++r) {
       const uint8_t* row = w.data + r * w.row_bytes;
       uint8_t* dst = out.codes.data() + (r / 16) * size_t(units) * 64 + (r % 16) * 4;
+      if (w.kind == PackedKind::U8) {
+        for (int64_t j = 0; j < units; ++j, row += 4, dst += 64) std::memcpy(dst, row, 4);
+        continue;
+      }
       for (int64_t j = 0; j < units; ++j, row += 4, dst += 64) {
         dst[0] = uint8_t((row[0] & 0x0F) | (row[2] << 4));
         dst[1] = uint8_t((row[0] >> 4) | (row[2] & 0xF0));

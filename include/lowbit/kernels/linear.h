@@ -55,8 +55,8 @@ struct LinearWeights {
   void row_f32(int64_t r, float* out) const;
 };
 
-// Whether from_packed re-lays eligible U4 matrices for the integer path into the lanes layout
-// (PackedMatrix::lanes; LOWBIT_U4_LAYOUT=rows keeps them row-major, for comparisons).
+// Whether from_packed re-lays eligible U8 / U4 matrices for the integer path into the lanes layout
+// (PackedMatrix::lanes; LOWBIT_LAYOUT=rows keeps them row-major, for comparisons).
 bool packed_lanes_enabled();
 
 // y[m][rows] = x[m][cols] · Wᵀ (+ y when accumulate).

@@ -46,14 +46,15 @@ struct PackedMatrix {
   // activations in integer dot products); -1 otherwise (NF4, FP4). Set by int_zero_of().
   int int_zero = -1;
 
-  // U4 only, "lanes" layout (relayout_lanes): rows in blocks of 16, each block's codes as 64-byte
-  // units of 8 columns in which row l of the block owns bytes 4l..4l+3 and byte t holds column
-  // 8j + t in its low nibble and 8j + 4 + t in its high one; then a register of one unit holds 16
-  // rows' columns in its 16 lanes, and vpdpbusd against 4 broadcast activations sums 16 rows at once
-  // with no per-row reduction, one ascending stream of bytes per block (row-major 4-row tiles read
-  // four streams, which this machine's prefetchers follow poorly: 74 % of the bandwidth against
-  // ~100 %). Scales and offsets are then [block][group][16]; rows past `rows` in the last block have
-  // code 0, scale 0 and offset 0. data is the first block; row_bytes stays (cols + 1) / 2.
+  // U8 / U4 with integer tables, "lanes" layout (relayout_lanes): rows in blocks of 16, each
+  // block's codes as 64-byte units in which row l of the block owns bytes 4l..4l+3: U8 units hold 4
+  // columns (byte t = column 4j + t), U4 units 8 (byte t = column 8j + t in its low nibble and
+  // 8j + 4 + t in its high one). A register of one unit then holds 16 rows in its 16 lanes, and
+  // vpdpbusd against 4 broadcast activations sums 16 rows at once with no per-row reduction, one
+  // ascending stream of bytes per block (row-major 4-row tiles read four streams, which this
+  // machine's prefetchers follow poorly). Scales and offsets are then [block][group][16]; rows past
+  // `rows` in the last block have code 0, scale 0 and offset 0. data is the first block; row_bytes
+  // stays the row-major one.
   bool lanes = false;
 
   int64_t groups() const { return group > 0 ? (cols + group - 1) / group : 1; }
@@ -63,13 +64,15 @@ struct PackedMatrix {
   // Bytes one pass over the matrix reads (codes and scales).
   uint64_t bytes() const;
   // Where the scale / offset of row r, group g is (either layout).
+  // Columns per 64-byte unit of the lanes layout.
+  int64_t unit_cols() const { return kind == PackedKind::U4 ? 8 : 4; }
   size_t param_index(int64_t r, int64_t g) const {
     return lanes ? size_t(((r / 16) * groups() + g) * 16 + r % 16) : size_t(r * groups() + g);
   }
 };
 
-// U4 matrices the lanes layout takes: integer tables (int_zero >= 0, the integer path), whole
-// 64-column blocks (cols % 64 == 0) and groups of whole blocks (or one group per row).
+// Matrices the lanes layout takes: U8 / U4 with integer tables (int_zero >= 0, the integer path),
+// whole 64-column blocks (cols % 64 == 0) and groups of whole blocks (or one group per row).
 bool lanes_eligible(const PackedMatrix& w);
 // What a relaid matrix points to: codes, and scales / offsets in the source's own float type.
 struct PackedLanes {

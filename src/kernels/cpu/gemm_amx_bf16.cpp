@@ -113,7 +113,8 @@ void amx_pack_weights(const float* w, size_t n, size_t k, uint16_t* out) {
 
 void amx_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint16_t* out) {
   const size_t n = size_t(r1 - r0), kp = amx_k(size_t(w.cols)), np = amx_m(n), kc_n = kp / 32;
-  const int64_t units = w.cols / 8, G = std::min(w.group, w.cols), groups = w.groups();
+  const int64_t uc = w.unit_cols(), units = w.cols / uc, G = std::min(w.group, w.cols), groups = w.groups();
+  const bool u4 = w.kind == PackedKind::U4;
   const __m512i low4 = _mm512_set1_epi32(0x0F), z = _mm512_set1_epi32(w.int_zero);
   auto params = [](const float* f32, const uint16_t* f16, size_t i) {
     return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f16 + i))) : _mm512_loadu_ps(f32 + i);
@@ -131,18 +132,21 @@ void amx_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint1
       const size_t pi = size_t((b * groups + int64_t(kc * 32) / G) * 16);
       const __m512 s = params(w.scale, w.scale_f16, pi);
       const __m512 off = w.has_offset() ? params(w.offset, w.offset_f16, pi) : _mm512_setzero_ps();
-      for (size_t u = 0; u < 4; ++u) {
-        const __m512i v = _mm512_loadu_si512(w.data + size_t(b * units + int64_t(kc * 4 + u)) * 64);
-        for (int q = 0; q < 4; ++q) {  // pair q: columns 2q, 2q + 1 of the unit
+      const size_t per = size_t(32 / uc);  // units per 32 inputs
+      for (size_t u = 0; u < per; ++u) {
+        const __m512i v = _mm512_loadu_si512(w.data + size_t(b * units + int64_t(kc * per + u)) * 64);
+        for (int q = 0; q < uc / 2; ++q) {  // pair q: columns 2q, 2q + 1 of the unit
+          // U4: columns 0-3 are the low nibbles of bytes 0-3, 4-7 the high ones; U8: bytes 0-3.
           const __m512i nib = q < 2 ? v : _mm512_srli_epi32(v, 4);
           const int shift = 16 * (q & 1);
-          const __m512i ca = _mm512_and_si512(_mm512_srli_epi32(nib, unsigned(shift)), low4);
-          const __m512i cb = _mm512_and_si512(_mm512_srli_epi32(nib, unsigned(shift + 8)), low4);
+          const __m512i mask = u4 ? low4 : _mm512_set1_epi32(0xFF);
+          const __m512i ca = _mm512_and_si512(_mm512_srli_epi32(nib, unsigned(shift)), mask);
+          const __m512i cb = _mm512_and_si512(_mm512_srli_epi32(nib, unsigned(shift + 8)), mask);
           // As the reference rounds a value: (code - z)·scale, then + offset; then to bf16.
           const __m512 fa = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ca, z)), s), off);
           const __m512 fb = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(cb, z)), s), off);
           const __m512i pair = _mm512_or_si512(to_bf16_32(fa), _mm512_slli_epi32(to_bf16_32(fb), 16));
-          _mm512_storeu_si512(tile + (4 * u + size_t(q)) * 32, _mm512_maskz_mov_epi32(rows, pair));
+          _mm512_storeu_si512(tile + (size_t(uc / 2) * u + size_t(q)) * 32, _mm512_maskz_mov_epi32(rows, pair));
         }
       }
     }

@@ -261,10 +261,11 @@ void quantize_acts_vnni(const float* x, size_t m, size_t ldx, int64_t cols, int6
 }
 
 // ---- The lanes layout (PackedMatrix::lanes): 16 rows in the 16 lanes of a register. ----
-// Per 64-byte unit (8 columns of 16 rows): the low nibbles are columns 0-3 and the high ones 4-7 of
-// each row, so one vpdpbusd against a broadcast of 4 activation bytes per half; four accumulators
-// (two units at a time) keep the dot products' latency hidden. Activations are in natural order.
-constexpr int64_t kLanesAhead = 8192;  // software prefetch distance in the block's byte stream (T0)
+// Per 64-byte unit: U8 holds 4 columns of 16 rows (one vpdpbusd against a broadcast of 4 activation
+// bytes); U4 holds 8, its low nibbles columns 0-3 and its high ones 4-7 (two). Four accumulators
+// keep the dot products' latency hidden. Activations are in natural order. The block's bytes are
+// prefetched into L2 8 KB ahead (T0 was slower: fill buffers; 16 KB the same, 32 KB slower).
+constexpr int64_t kLanesAhead = 8192;
 
 inline __m512i broadcast4(const int8_t* p) {
   int32_t v;
@@ -272,35 +273,49 @@ inline __m512i broadcast4(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// The int32 sums of 64 columns (activation block k) of the 16 rows whose units start at p;
+// advances p past them.
+template <bool U4>
+inline __m512i lanes_dot64(const uint8_t*& p, const int8_t* xk) {
+  __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
+  for (int u = 0; u < 4; ++u, xk += 16) {  // 16 columns: two U4 units or four U8 ones
+    for (int64_t line = 0; line < (U4 ? 128 : 256); line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kLanesAhead + line, _MM_HINT_T1);
+    if constexpr (U4) {
+      const __m512i low4 = _mm512_set1_epi8(0x0F);
+      const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
+      d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(v0, low4), broadcast4(xk));
+      d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(v0, 4), low4), broadcast4(xk + 4));
+      d2 = _mm512_dpbusd_epi32(d2, _mm512_and_si512(v1, low4), broadcast4(xk + 8));
+      d3 = _mm512_dpbusd_epi32(d3, _mm512_and_si512(_mm512_srli_epi16(v1, 4), low4), broadcast4(xk + 12));
+      p += 128;
+    } else {
+      d0 = _mm512_dpbusd_epi32(d0, _mm512_loadu_si512(p), broadcast4(xk));
+      d1 = _mm512_dpbusd_epi32(d1, _mm512_loadu_si512(p + 64), broadcast4(xk + 4));
+      d2 = _mm512_dpbusd_epi32(d2, _mm512_loadu_si512(p + 128), broadcast4(xk + 8));
+      d3 = _mm512_dpbusd_epi32(d3, _mm512_loadu_si512(p + 192), broadcast4(xk + 12));
+      p += 256;
+    }
+  }
+  return _mm512_add_epi32(_mm512_add_epi32(d0, d1), _mm512_add_epi32(d2, d3));
+}
+
 // The 16 rows of block b against token i: Σ over groups of s_g·Σ_k scale_k·dot_k − z·s_g·zsum_g
 // + offset_g·sum_x_g, one row per lane.
+template <bool U4>
 inline __m512 lanes_block(const PackedMatrix& w, const QActs& a, int64_t b, size_t i) {
-  const int64_t units = w.cols / 8, G = a.group, groups = w.groups();
-  const uint8_t* p = w.data + size_t(b * units) * 64;
+  const int64_t G = a.group, groups = w.groups();
+  const uint8_t* p = w.data + size_t(b * w.cols / w.unit_cols()) * 64;
   const int8_t* x = a.q.data() + i * size_t(a.stride);
   const float* xs = a.scale.data() + i * size_t(a.blocks);
   const float* zsum = a.zsum.data() + i * size_t(a.groups);
   const float* sum_x = a.sum_x.data() + i * size_t(a.groups);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 acc = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     __m512 gacc = _mm512_setzero_ps();
     const int64_t k1 = std::min((g + 1) * G, w.cols) / 64;
-    for (int64_t k = g * G / 64; k < k1; ++k) {
-      __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
-      const int8_t* xk = x + 64 * k;
-      for (int u = 0; u < 4; ++u, p += 128, xk += 16) {  // 16 columns: two units
-        _mm_prefetch(reinterpret_cast<const char*>(p) + kLanesAhead, _MM_HINT_T1);
-        _mm_prefetch(reinterpret_cast<const char*>(p) + kLanesAhead + 64, _MM_HINT_T1);
-        const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
-        d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(v0, low4), broadcast4(xk));
-        d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(v0, 4), low4), broadcast4(xk + 4));
-        d2 = _mm512_dpbusd_epi32(d2, _mm512_and_si512(v1, low4), broadcast4(xk + 8));
-        d3 = _mm512_dpbusd_epi32(d3, _mm512_and_si512(_mm512_srli_epi16(v1, 4), low4), broadcast4(xk + 12));
-      }
-      const __m512i d = _mm512_add_epi32(_mm512_add_epi32(d0, d1), _mm512_add_epi32(d2, d3));
-      gacc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(xs[k]), gacc);
-    }
+    for (int64_t k = g * G / 64; k < k1; ++k)
+      gacc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes_dot64<U4>(p, x + 64 * k)), _mm512_set1_ps(xs[k]), gacc);
     const size_t pi = size_t((b * groups + g) * 16);
     const __m512 sw = params16(w.scale, w.scale_f16, pi, 0xFFFF);
     acc = _mm512_fmadd_ps(gacc, sw, acc);
@@ -326,46 +341,56 @@ void matmul_lanes(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1,
   // Activations in another order: the reference, which reads any (QActs::at).
   if (a.nibble_order) return packed_kernels_ref().matmul_q8(w, a, r0, r1, y, ldy, accumulate);
   // The stream's first bytes, which no earlier step prefetched (a work item starts a new stream).
-  const char* first = reinterpret_cast<const char*>(w.data + size_t((r0 / 16) * (w.cols / 8)) * 64);
+  const char* first = reinterpret_cast<const char*>(w.data + size_t((r0 / 16) * (w.cols / w.unit_cols())) * 64);
   for (int64_t line = 0; line < kLanesAhead; line += 64) _mm_prefetch(first + line, _MM_HINT_T0);
+  const bool u4 = w.kind == PackedKind::U4;
   for (size_t i = 0; i < a.m; ++i)
     for (int64_t b = r0 / 16; b * 16 < r1; ++b)
-      store_lanes(lanes_block(w, a, b, i), 16 * b, std::max(r0, 16 * b), std::min(r1, 16 * b + 16), r0, y + i * ldy,
+      store_lanes(u4 ? lanes_block<true>(w, a, b, i) : lanes_block<false>(w, a, b, i), 16 * b, std::max(r0, 16 * b), std::min(r1, 16 * b + 16), r0, y + i * ldy,
                   accumulate);
 }
 
-// Columns [c0, c0 + 128) of row r (fewer at the row's end) as float32 into out: the row's 4 bytes
-// of 16 units gathered into one register, the nibbles split and interleaved back into column order
-// (unpack within 128-bit lanes: lane q of lo/hi-unpacked holds columns 32q..32q+15 / 32q+16..32q+31).
-// Values as the reference rounds them: (code − z)·scale, then + offset.
+// Columns of row r from c0 (U4: 128, U8: 64; fewer at the row's end) as float32 into out: the
+// row's 4 bytes of 16 units gathered into one register; U4's nibbles split and interleaved back
+// into column order (unpack within 128-bit lanes: lane q of the lo / hi unpack holds columns
+// 32q..32q+15 / 32q+16..32q+31). Values as the reference rounds them: (code − z)·scale, + offset.
+inline int64_t lanes_chunk_cols(const PackedMatrix& w) { return 16 * w.unit_cols(); }
 inline void lanes_chunk(const PackedMatrix& w, int64_t r, int64_t c0, float* out) {
-  const int64_t units = w.cols / 8, G = std::min(w.group, w.cols), left = std::min<int64_t>(16, units - c0 / 8);
-  const uint8_t* base = w.data + size_t(((r / 16) * units + c0 / 8) * 64 + (r % 16) * 4);
+  const int64_t uc = w.unit_cols(), units = w.cols / uc, G = std::min(w.group, w.cols);
+  const int64_t left = std::min<int64_t>(16, units - c0 / uc);  // a multiple of 64 / uc
+  const uint8_t* base = w.data + size_t(((r / 16) * units + c0 / uc) * 64 + (r % 16) * 4);
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32(16));
   const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), __mmask16((1u << left) - 1), idx, base, 4);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low4);
   alignas(64) uint8_t ul[64], uh[64];
-  _mm512_store_si512(ul, _mm512_unpacklo_epi32(lo, hi));
-  _mm512_store_si512(uh, _mm512_unpackhi_epi32(lo, hi));
+  const uint8_t* piece[8];  // 16 columns each, in column order
+  if (w.kind == PackedKind::U4) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), low4);
+    _mm512_store_si512(ul, _mm512_unpacklo_epi32(lo, hi));
+    _mm512_store_si512(uh, _mm512_unpackhi_epi32(lo, hi));
+    for (int n = 0; n < 8; ++n) piece[n] = (n % 2 == 0 ? ul : uh) + 16 * (n / 2);
+  } else {
+    _mm512_store_si512(ul, v);
+    for (int n = 0; n < 4; ++n) piece[n] = ul + 16 * n;
+  }
   const __m512i z = _mm512_set1_epi32(w.int_zero);
-  for (int64_t n = 0; n < left / 2; ++n) {  // 16 columns at a time (left: a multiple of 8 units)
-    const uint8_t* src = (n % 2 == 0 ? ul : uh) + 16 * (n / 2);
+  for (int64_t n = 0; n < left * uc / 16; ++n) {
     const int64_t c = c0 + 16 * n;
     const size_t pi = w.param_index(r, c / G);
-    const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(src))), z));
+    const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(piece[n]))), z));
     const __m512 off = _mm512_set1_ps(w.has_offset() ? param_at(w.offset, w.offset_f16, pi) : 0.0f);
     _mm512_storeu_ps(out + (c - c0), _mm512_add_ps(_mm512_mul_ps(f, _mm512_set1_ps(param_at(w.scale, w.scale_f16, pi))), off));
   }
 }
 
 void dequant_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, float* out) {
+  const int64_t step = lanes_chunk_cols(w);
   for (int64_t r = r0; r < r1; ++r)
-    for (int64_t c0 = 0; c0 < w.cols; c0 += 128) lanes_chunk(w, r, c0, out + size_t((r - r0) * w.cols + c0));
+    for (int64_t c0 = 0; c0 < w.cols; c0 += step) lanes_chunk(w, r, c0, out + size_t((r - r0) * w.cols + c0));
 }
 
-// Float activations (few tokens, or a caller that asks): each row dequantized 128 columns at a
+// Float activations (few tokens, or a caller that asks): each row dequantized a chunk at a
 // time and multiplied by up to 8 tokens while the chunk is in registers' reach.
 void matvec_lanes(const PackedMatrix& w, const float* x, size_t m, size_t ldx, int64_t r0, int64_t r1, float* y,
                   size_t ldy, bool accumulate) {
@@ -375,9 +400,9 @@ void matvec_lanes(const PackedMatrix& w, const float* x, size_t m, size_t ldx, i
     for (int64_t r = r0; r < r1; ++r) {
       __m512 acc[8];
       for (size_t t = 0; t < n; ++t) acc[t] = _mm512_setzero_ps();
-      for (int64_t c0 = 0; c0 < w.cols; c0 += 128) {
+      for (int64_t c0 = 0; c0 < w.cols; c0 += lanes_chunk_cols(w)) {
         lanes_chunk(w, r, c0, chunk);
-        const int64_t len = std::min<int64_t>(128, w.cols - c0);
+        const int64_t len = std::min<int64_t>(lanes_chunk_cols(w), w.cols - c0);
         for (int64_t c = 0; c < len; c += 16)
           for (size_t t = 0; t < n; ++t)
             acc[t] = _mm512_fmadd_ps(_mm512_load_ps(chunk + c), _mm512_loadu_ps(x + (i0 + t) * ldx + size_t(c0 + c)), acc[t]);

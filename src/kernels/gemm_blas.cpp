@@ -3,12 +3,47 @@
 // each call is split into row blocks (or, for few rows, column blocks) across the pool.
 #include <cblas.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <mutex>
+#include <string_view>
 
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/gemm.h"
 
 namespace lowbit {
+
+const char* blas_core_name() { return openblas_get_corename(); }
+
+void select_blas_kernels(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE")) return;
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512vl");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const std::string_view core = blas_core_name();
+  // The cores whose kernels already use what the CPU has (OpenBLAS's names, any case).
+  auto is_one_of = [&](std::initializer_list<std::string_view> names) {
+    for (std::string_view n : names)
+      if (core.size() == n.size() && std::equal(core.begin(), core.end(), n.begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+          }))
+        return true;
+    return false;
+  };
+  const char* want = nullptr;
+  if (avx512 && !is_one_of({"skylakex", "cooperlake", "sapphirerapids"}))
+    want = "SkylakeX";
+  else if (!avx512 && avx2 && !is_one_of({"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"}))
+    want = "Haswell";
+  if (!want || setenv("OPENBLAS_CORETYPE", want, 1) != 0) return;
+  execv("/proc/self/exe", argv);  // returns only on failure: keep going as we are
+  unsetenv("OPENBLAS_CORETYPE");
+}
 
 namespace {
 

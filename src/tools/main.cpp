@@ -38,6 +38,7 @@ std::string default_calib_file() { return shared_file("datasets/wikitext-2/wiki.
 
 int main(int argc, char** argv) {
   using namespace lowbit;
+  select_blas_kernels(argv);  // may re-execute the program once (gemm.h)
   CLI::App app{"lowbit: make large language models small (quantize, run, evaluate)"};
   app.require_subcommand(1);
   std::function<int()> run;

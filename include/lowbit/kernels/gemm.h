@@ -17,4 +17,15 @@ void gemm_f32_strided(const float* a, size_t lda, const float* b, size_t ldb, bo
 // (Kept for callers that set threads: the pool's size is what counts.)
 void set_blas_threads(int threads);
 
+// Debian 12's OpenBLAS (0.3.21) does not recognise newer Intel cores (Sapphire Rapids among them)
+// and falls back to its SSE3 "Prescott" kernels: float GEMMs 2-3x slower than its AVX-512 ones. It
+// picks its kernels when the library loads, before main, from OPENBLAS_CORETYPE. Called first thing
+// in main(): when that variable is unset and the kernels chosen are below what this CPU runs
+// (SkylakeX for AVX-512 F/CD/BW/DQ/VL, Haswell for AVX2 + FMA), sets it and re-executes the program
+// (/proc/self/exe, same arguments); if that fails, carries on with the slow kernels. A user's own
+// OPENBLAS_CORETYPE is left alone.
+void select_blas_kernels(char** argv);
+// The kernels OpenBLAS runs ("SkylakeX", "Haswell", "Prescott", ...).
+const char* blas_core_name();
+
 }  // namespace lowbit

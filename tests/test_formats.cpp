@@ -94,6 +94,8 @@ std::vector<QuantSpec> specs_for(std::string_view format) {
   if (format == "affine" || format == "symmetric") {
     for (int bits = format == "affine" ? 1 : 2; bits <= 8; ++bits)
       for (int64_t g : groups) specs.push_back({.bits = bits, .group = g});
+  } else if (format == "llm-int8") {
+    specs.push_back({.bits = 8, .group = 0});
   } else if (format == "nf4" || format == "fp4") {
     for (bool dq : {false, true})
       for (int64_t g : {int64_t(64), int64_t(0), int64_t(-1), int64_t(7)})
@@ -177,8 +179,8 @@ TEST(FormatsGroups, GroupsPerRow) {
 // ---- registries ---------------------------------------------------------------------------------
 
 TEST(FormatsRegistry, FormatsAreListedOnce) {
-  const std::vector<std::string> expected = {"affine", "symmetric", "nf4",     "fp4", "kmeans",
-                                             "binary", "ternary",   "f16",     "bf16"};
+  const std::vector<std::string> expected = {"affine", "symmetric", "llm-int8", "nf4", "fp4", "kmeans",
+                                             "binary", "ternary",   "f16",      "bf16"};
   std::vector<std::string> names;
   for (const auto& f : format_registry()) {
     names.emplace_back(f.name);
@@ -201,6 +203,7 @@ TEST(FormatsRegistry, SchemesMeanWhatTheyNameSays) {
   };
   const std::map<std::string, Want> expected = {
       {"int8", {"symmetric", 8, 0, false}}, {"int4", {"affine", 4, 128, false}},
+      {"w8a8", {"symmetric", 8, 0, false}}, {"llm-int8", {"llm-int8", 8, 0, false}},
       {"int4-sym", {"symmetric", 4, 32, false}},    {"int8-dyn", {"symmetric", 8, 0, false}},
       {"int3", {"affine", 3, 64, false}},   {"int2", {"affine", 2, 64, false}},
       {"nf4", {"nf4", 4, 64, true}},        {"fp4", {"fp4", 4, 64, true}},
@@ -224,7 +227,7 @@ TEST(FormatsRegistry, SchemesMeanWhatTheyNameSays) {
     EXPECT_LE(s.spec.bits, f.max_bits);
     EXPECT_EQ(&find_scheme(s.name), &s);
   }
-  expect_error([] { (void)find_scheme("q4_k"); }, "int8, int8-dyn, int4", "unknown scheme lists the known ones");
+  expect_error([] { (void)find_scheme("q4_k"); }, "int8, int8-dyn, w8a8, llm-int8, int4", "unknown scheme lists the known ones");
 }
 
 // ---- code books ---------------------------------------------------------------------------------
@@ -297,7 +300,7 @@ std::vector<float> on_grid(std::string_view format, const QuantSpec& spec, int64
         const int max_code = (1 << spec.bits) - 1;
         const int q = k == 0 ? 0 : k == 1 ? max_code : uniform_int(0, max_code);
         x = std::ldexp(float(q * a[i] + b[i]), -10);
-      } else if (format == "symmetric") {
+      } else if (format == "symmetric" || format == "llm-int8") {
         const int qmax = (1 << (spec.bits - 1)) - 1;
         const int q = k == 0 ? (uniform_int(0, 1) ? qmax : -qmax) : uniform_int(-qmax, qmax);
         x = std::ldexp(float(q * a[i]), -10);
@@ -467,7 +470,7 @@ TEST(FormatsDegenerate, FiniteAndSensibleForEveryScheme) {
 
   // Relative RMSE allowed on random data (well above what each scheme achieves).
   const std::map<std::string, double> bound = {
-      {"int8", 0.02}, {"int8-dyn", 0.02}, {"int4", 0.15}, {"int4-sym", 0.2}, {"int3", 0.3}, {"int2", 0.6},    {"nf4", 0.2},  {"fp4", 0.25},
+      {"int8", 0.02}, {"int8-dyn", 0.02}, {"w8a8", 0.02}, {"llm-int8", 0.02}, {"int4", 0.15}, {"int4-sym", 0.2}, {"int3", 0.3}, {"int2", 0.6},    {"nf4", 0.2},  {"fp4", 0.25},
       {"kmeans4", 0.15}, {"binary", 0.8}, {"ternary", 0.8}, {"f16", 1e-3}, {"bf16", 5e-3}};
 
   for (const auto& s : scheme_registry()) {

@@ -98,6 +98,10 @@ double bits_per_weight_affine(int64_t rows, int64_t cols, const QuantSpec& spec)
 QuantizedTensor quantize_symmetric_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& spec);
 void dequantize_symmetric_ref(const QuantizedTensor& q, float* out);
 double bits_per_weight_symmetric(int64_t rows, int64_t cols, const QuantSpec& spec);
+// llm_int8.cpp
+QuantizedTensor quantize_llm_int8_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& spec);
+void dequantize_llm_int8_ref(const QuantizedTensor& q, float* out);
+double bits_per_weight_llm_int8(int64_t rows, int64_t cols, const QuantSpec& spec);
 // codebook4.cpp
 QuantizedTensor quantize_nf4_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& spec);
 void dequantize_nf4_ref(const QuantizedTensor& q, float* out);

@@ -82,6 +82,12 @@ WeightStore::WeightStore(const std::filesystem::path& dir) : store_(std::make_sh
       auto dtype = dtype_from_name(field<std::string>(j, "dtype", where));
       if (!dtype) fail("{}: unknown dtype {}", where, j["dtype"].dump());
       t.dtype = *dtype;
+      if (j.contains("act_scale")) {
+        const double a = field<double>(j, "act_scale", where);
+        if (!std::isfinite(a) || a <= 0 || a > 3.0e38)
+          fail("{}: field 'act_scale' is {}, expected a positive finite activation scale", where, j["act_scale"].dump());
+        t.act_scale = float(a);
+      }
       if (j.contains("mse"))
         t.error = QuantError{j.value("mse", 0.0), j.value("sqnr_db", 0.0), j.value("max_abs_err", 0.0)};
       if (tensors_.count(name)) fail("{}: tensor '{}' is described twice", where, name);
@@ -278,14 +284,22 @@ LinearWeights WeightStore::load_linear(const std::string& name, const std::vecto
                                        bool stored_in_out) const {
   const LogicalTensor& t = get(name);
   const std::vector<int64_t> stored = stored_in_out ? std::vector<int64_t>{out_in[1], out_in[0]} : out_in;
-  if (t.scheme == "int8-dyn") {
+  // Schemes that quantize activations run on the int8 kernels (linear.h): int8-dyn, w8a8 (with the
+  // input's calibrated scale) and LLM.int8() (with its float outlier columns).
+  const bool llm_int8 = t.format == "llm-int8";
+  if (t.scheme == "int8-dyn" || t.scheme == "w8a8" || llm_int8) {
     if (t.shape != stored)
       fail("{}: tensor '{}' has shape [{}], expected [{}]", dir().string(), name, fmt::join(t.shape, ", "),
            fmt::join(stored, ", "));
     QuantizedTensor q = load_quantized(name);
-    if (q.format != "symmetric" || q.spec.bits != 8 || q.spec.group != 0 || q.rows != out_in[0] || q.cols != out_in[1])
-      fail("{}: tensor '{}' is marked int8-dyn but is not 8-bit symmetric per row [{}, {}]", dir().string(), name,
+    if ((q.format != "symmetric" && !llm_int8) || q.spec.bits != 8 || q.spec.group != 0 || q.rows != out_in[0] ||
+        q.cols != out_in[1])
+      fail("{}: tensor '{}' is marked {} but is not 8-bit symmetric per row [{}, {}]", dir().string(), name, t.scheme,
            out_in[0], out_in[1]);
+    if (t.scheme == "w8a8" && !(t.act_scale > 0))
+      fail("{}: tensor '{}' is marked w8a8 but its metadata '{}{}' has no 'act_scale' (the calibrated activation "
+           "scale); re-quantize it with lowbit quantize --scheme w8a8",
+           dir().string(), name, kQuantMetaPrefix, name);
     std::vector<float> check(size_t(q.rows * q.cols));
     try {
       find_format(q.format).dequantize(q, check.data());  // validates every part
@@ -302,7 +316,14 @@ LinearWeights WeightStore::load_linear(const std::string& name, const std::vecto
     for (size_t i = 0; i < u.size(); ++i) w[i] = int8_t(int(u[i]) - 128);
     std::vector<float> s(size_t(q.rows));
     convert_to_f32(scale.dtype, scale.bytes.data(), s.data(), s.size());
-    return LinearWeights::from_q8(std::move(w), std::move(s), q.rows, q.cols);
+    LinearWeights l = LinearWeights::from_q8(std::move(w), std::move(s), q.rows, q.cols);
+    if (t.scheme == "w8a8") l.act_scale = t.act_scale;
+    if (llm_int8) {
+      LlmInt8Outliers o = llm_int8_outliers(q);  // validated by dequantize above
+      l.outlier_cols = std::move(o.cols);
+      l.outlier_w = std::move(o.weights);
+    }
+    return l;
   }
   if (packed_ && (!stored_in_out || t.transposed)) {
     if (t.shape != stored)

@@ -113,6 +113,7 @@ void LinearWeights::row_f32(int64_t r, float* out) const {
   }
   for (int64_t c = 0; c < cols; ++c)
     out[c] = is_int8() ? float(q8[size_t(r * cols + c)]) * q8_scale[size_t(r)] : f32[size_t(r * cols + c)];
+  for (size_t j = 0; j < outlier_cols.size(); ++j) out[outlier_cols[j]] = outlier_w[size_t(r) * outlier_cols.size() + j];
 }
 
 void LinearWeights::append_rows(const LinearWeights& o) {
@@ -129,6 +130,12 @@ void LinearWeights::append_rows(const LinearWeights& o) {
   }
   if (o.cols != cols || o.is_int8() != is_int8())
     fail("fusing linear layers of different widths or kinds ({} vs {} columns)", cols, o.cols);
+  // Fused projections read one input: it must be quantized one way for all of them.
+  if (o.act_scale != act_scale || o.outlier_cols != outlier_cols)
+    fail("fusing linear layers that quantize their shared input differently (activation scale {} vs {}, {} vs {} "
+         "outlier columns); quantize them with one scheme",
+         act_scale, o.act_scale, outlier_cols.size(), o.outlier_cols.size());
+  outlier_w.insert(outlier_w.end(), o.outlier_w.begin(), o.outlier_w.end());
   rows += o.rows;
   f32.insert(f32.end(), o.f32.begin(), o.f32.end());
   q8.insert(q8.end(), o.q8.begin(), o.q8.end());
@@ -158,6 +165,15 @@ void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const LinearWeights& w, size_t
       for (size_t c = 0; c < k; ++c) s += int32_t(u8[i * lda + c]) * int32_t(w.q8[r * k + c]);
       acc[i * ldc + r] = s;
     }
+}
+
+void quantize_row_q8_static(const float* x, size_t k, float scale, uint8_t* u8) {
+  const float inv = 1.0f / scale;
+  for (size_t i = 0; i < k; ++i) {
+    const float v = std::clamp(x[i] * inv, -127.0f, 127.0f);  // clamped first: no int overflow on outliers
+    const int q = int(v + (v >= 0 ? 0.5f : -0.5f));
+    u8[i] = uint8_t(q + 128);
+  }
 }
 
 GemmQ8Fn gemm_q8_dyn_best() {
@@ -279,11 +295,30 @@ void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   }
   const size_t k = size_t(w.cols), rows = size_t(w.rows), lda = size_t(w.cols_padded());
   const size_t ldc = size_t(w.rows_padded());
-  std::vector<uint8_t> u8(m * lda, 128);
-  std::vector<float> sx(m);
   ThreadPool& pool = default_thread_pool();
+  // LLM.int8(): the outlier inputs moved out of x (so they neither reach the int8 product nor set
+  // the rows' scales) into xo [m][ko].
+  const size_t ko = w.outlier_cols.size();
+  std::vector<float> x_in, xo(m * ko);
+  if (ko > 0) {
+    x_in.assign(x, x + m * k);
+    for (size_t i = 0; i < m; ++i)
+      for (size_t j = 0; j < ko; ++j) {
+        float& v = x_in[i * k + size_t(w.outlier_cols[j])];
+        xo[i * ko + j] = v;
+        v = 0.0f;
+      }
+    x = x_in.data();
+  }
+  std::vector<uint8_t> u8(m * lda, 128);
+  std::vector<float> sx(m, w.act_scale);
   pool.parallel_for(m, [&](size_t b, size_t e, int) {
-    for (size_t i = b; i < e; ++i) sx[i] = quantize_row_q8_dyn(x + i * k, k, &u8[i * lda]);
+    for (size_t i = b; i < e; ++i) {
+      if (w.act_scale > 0)
+        quantize_row_q8_static(x + i * k, k, w.act_scale, &u8[i * lda]);
+      else
+        sx[i] = quantize_row_q8_dyn(x + i * k, k, &u8[i * lda]);
+    }
   });
   std::unique_ptr<int32_t[]> acc(new int32_t[m * ldc]);  // every used element is written by the kernel
   const GemmQ8Fn gemm = gemm_q8_dyn_best();
@@ -300,6 +335,9 @@ void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
         y[i * rows + r] = accumulate ? y[i * rows + r] + v : v;
       }
   });
+  if (ko > 0)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(ko), 1.0f, xo.data(), int(ko),
+                w.outlier_w.data(), int(ko), 1.0f, y, int(rows));
 }
 
 }  // namespace lowbit

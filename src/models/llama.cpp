@@ -62,9 +62,51 @@ void apply_rope(float* x, const float* cos_row, const float* sin_row, int half) 
 
 }  // namespace
 
-LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store) : cfg_(std::move(config)) {
+void LlamaModel::load_linears(Layer& L, int l, const WeightStore& store) const {
   const int64_t hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
-  const int64_t inter = cfg_.intermediate_size, vocab = cfg_.vocab_size;
+  const int64_t inter = cfg_.intermediate_size;
+  const std::string p = fmt::format("model.layers.{}.", l);
+  L.wqkv = store.load_linear(p + "self_attn.q_proj.weight", {nh * hd, hidden});
+  L.wqkv.append_rows(store.load_linear(p + "self_attn.k_proj.weight", {nkv * hd, hidden}));
+  L.wqkv.append_rows(store.load_linear(p + "self_attn.v_proj.weight", {nkv * hd, hidden}));
+  L.wo = store.load_linear(p + "self_attn.o_proj.weight", {hidden, nh * hd});
+  L.w_gate_up = store.load_linear(p + "mlp.gate_proj.weight", {inter, hidden});
+  L.w_gate_up.append_rows(store.load_linear(p + "mlp.up_proj.weight", {inter, hidden}));
+  L.w_down = store.load_linear(p + "mlp.down_proj.weight", {hidden, inter});
+}
+
+LlamaModel::Layer& LlamaModel::layer(int l) const {
+  if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
+  Layer& L = layers_[size_t(l)];
+  switch (state_[size_t(l)]) {
+    case LayerState::loaded: break;
+    case LayerState::released:
+      fail("model.layers.{}: released after the layer-by-layer pipeline passed it; it cannot run again", l);
+    case LayerState::lazy: {
+      load_linears(L, l, *lazy_);
+      // The float32 copies hold everything: drop the checkpoint's pages of these tensors from memory.
+      for (const char* t : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+        lazy_->store().release(fmt::format("model.layers.{}.{}.weight", l, t));
+      state_[size_t(l)] = LayerState::loaded;
+    }
+  }
+  return L;
+}
+
+void LlamaModel::release_layer(int l) {
+  if (!lazy_ || l < 0 || l >= cfg_.num_layers) return;
+  Layer& L = layers_[size_t(l)];
+  L.wqkv = {};
+  L.wo = {};
+  L.w_gate_up = {};
+  L.w_down = {};
+  state_[size_t(l)] = LayerState::released;
+}
+
+LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store, bool lazy_layers) : cfg_(std::move(config)) {
+  const int64_t hidden = cfg_.hidden_size, hd = cfg_.head_dim, nh = cfg_.num_heads, nkv = cfg_.num_kv_heads;
+  const int64_t vocab = cfg_.vocab_size;
   embed_ = store.load_linear("model.embed_tokens.weight", {vocab, hidden});
   if (store.has("lm_head.weight")) {
     if (!cfg_.tie_word_embeddings) lm_head_ = store.load_linear("lm_head.weight", {vocab, hidden});
@@ -81,19 +123,18 @@ LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store) : cfg_(std:
     Layer& L = layers_[size_t(l)];
     L.attn_norm = store.load_f32(p + "input_layernorm.weight", {hidden});
     L.ffn_norm = store.load_f32(p + "post_attention_layernorm.weight", {hidden});
-    L.wqkv = store.load_linear(p + "self_attn.q_proj.weight", {nh * hd, hidden});
-    L.wqkv.append_rows(store.load_linear(p + "self_attn.k_proj.weight", {nkv * hd, hidden}));
-    L.wqkv.append_rows(store.load_linear(p + "self_attn.v_proj.weight", {nkv * hd, hidden}));
     if (cfg_.attention_bias) {
       L.bqkv = store.load_f32(p + "self_attn.q_proj.bias", {nh * hd});
       append(L.bqkv, store.load_f32(p + "self_attn.k_proj.bias", {nkv * hd}));
       append(L.bqkv, store.load_f32(p + "self_attn.v_proj.bias", {nkv * hd}));
     }
-    L.wo = store.load_linear(p + "self_attn.o_proj.weight", {hidden, nh * hd});
-    L.w_gate_up = store.load_linear(p + "mlp.gate_proj.weight", {inter, hidden});
-    L.w_gate_up.append_rows(store.load_linear(p + "mlp.up_proj.weight", {inter, hidden}));
-    L.w_down = store.load_linear(p + "mlp.down_proj.weight", {hidden, inter});
     if (cfg_.mlp_bias) fail("{}: mlp_bias = true is not supported yet", cfg_.path.string());
+    if (!lazy_layers) load_linears(L, l, store);
+  }
+  state_.assign(size_t(cfg_.num_layers), lazy_layers ? LayerState::lazy : LayerState::loaded);
+  if (lazy_layers) {
+    lazy_.emplace(store);
+    lazy_->set_packed(false);  // float32 copies, for the pipeline to read and replace
   }
 }
 
@@ -148,7 +189,7 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
   const int inter = cfg_.intermediate_size, half = hd / 2;
   const int qkv_dim = (nh + 2 * nkv) * hd, kv_dim = nkv * hd;
   ThreadPool& pool = default_thread_pool();
-  const Layer& L = layers_[size_t(l)];
+  const Layer& L = layer(l);
   const std::string p = fmt::format("model.layers.{}.", l);
   auto norm_rows = [&](const std::vector<float>& weight) {
     pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
@@ -220,7 +261,7 @@ LlamaModel::Slot LlamaModel::slot(const std::string& name) const {
   char proj[32] = {0};
   if (std::sscanf(name.c_str(), "model.layers.%d.%31s", &l, proj) != 2 || l < 0 || l >= cfg_.num_layers)
     fail("'{}' is not a linear weight of a layer", name);
-  auto& L = const_cast<Layer&>(layers_[size_t(l)]);
+  Layer& L = layer(l);
   if (L.wqkv.is_int8() || L.wqkv.is_packed())
     fail("'{}': layer-by-layer access needs float32 weights (load_causal_lm_layerwise)", name);
   const std::pair<const char*, Slot> slots[] = {

@@ -21,10 +21,11 @@ void CausalLM::replace_weight(const std::string&, const std::vector<float>&) {
 std::optional<CausalLM::InputProducer> CausalLM::input_producer(const std::string&) const { return std::nullopt; }
 
 std::unique_ptr<CausalLM> load_causal_lm_layerwise(const std::filesystem::path& dir) {
-  auto m = load_causal_lm(dir, /*packed=*/false);
-  if (!m->supports_layerwise())
-    fail("{}: calibrated quantization (layer by layer) is not available for {} yet", dir.string(), m->config().architecture);
-  return m;
+  ModelConfig cfg = load_config(dir);
+  if (cfg.family != ModelFamily::Llama)
+    fail("{}: calibrated quantization (layer by layer) is not available for {} yet", dir.string(), cfg.architecture);
+  WeightStore weights(dir);  // embeddings used where mapped; layers as float32 when first used
+  return std::make_unique<LlamaModel>(std::move(cfg), weights, /*lazy_layers=*/true);
 }
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir, bool packed) {

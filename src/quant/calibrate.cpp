@@ -10,6 +10,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/file.h"
 #include "lowbit/core/progress.h"
+#include "calibrate_internal.h"
 
 namespace lowbit {
 
@@ -33,16 +34,6 @@ std::vector<std::vector<int32_t>> calibration_windows(const Tokenizer& tok, cons
   return windows;
 }
 
-namespace {
-
-// The statistics of one input that linear layers read: every weight that reads it, its width, the
-// Hessian H = 2/N Σ x xᵀ (full, symmetric) and the mean |x| of each column.
-struct InputStats {
-  std::vector<std::string> names;
-  int cols = 0;
-  std::vector<double> h, mean_abs;
-};
-
 // Embeds the windows: the first layer's inputs, [windows][tokens × hidden].
 std::vector<std::vector<float>> embed_windows(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
                                               int64_t& tokens) {
@@ -58,6 +49,22 @@ std::vector<std::vector<float>> embed_windows(CausalLM& model, const std::vector
   }
   return x;
 }
+
+// The layer's outputs become the next layer's inputs.
+void advance_inputs(CausalLM& model, int l, std::vector<std::vector<float>>& x,
+                    const std::vector<std::vector<int32_t>>& windows) {
+  for (size_t s = 0; s < windows.size(); ++s) model.run_layer(l, x[s].data(), int(windows[s].size()), nullptr);
+}
+
+namespace {
+
+// The statistics of one input that linear layers read: every weight that reads it, its width, the
+// Hessian H = 2/N Σ x xᵀ (full, symmetric) and the mean |x| of each column.
+struct InputStats {
+  std::vector<std::string> names;
+  int cols = 0;
+  std::vector<double> h, mean_abs;
+};
 
 // Runs layer l over (copies of) the inputs x, gathering the statistics of the layer's `stage`-th
 // linear input (in the order the layer reads them: q/k/v, o, gate/up, down for LLaMA), or of all of
@@ -102,12 +109,6 @@ std::map<int, InputStats> gather_inputs(CausalLM& model, int l, const std::vecto
   return acc;
 }
 
-// The layer's outputs become the next layer's inputs.
-void advance_inputs(CausalLM& model, int l, std::vector<std::vector<float>>& x,
-                    const std::vector<std::vector<int32_t>>& windows) {
-  for (size_t s = 0; s < windows.size(); ++s) model.run_layer(l, x[s].data(), int(windows[s].size()), nullptr);
-}
-
 using SchemeFor = std::function<std::optional<ResolvedScheme>(const std::string&)>;
 
 // Every weight the recipe quantizes among the readers of `acc`, rounded by gptq_quantize against its
@@ -145,11 +146,14 @@ std::map<std::string, GptqResult> gptq_layerwise(
     for (int stage = 0;; ++stage) {
       int inputs = 0;
       std::map<int, InputStats> acc = gather_inputs(model, l, x, windows, tokens, opt.true_sequential ? stage : -1, inputs);
-      round_readers(model, acc, scheme_for, opt,
-                    [&](const std::string& name, GptqResult&& r, int) { out.emplace(name, std::move(r)); });
+      round_readers(model, acc, scheme_for, opt, [&](const std::string& name, GptqResult&& r, int) {
+        r.dequantized = {};  // in the model now; a float copy of every weight would not fit for large models
+        out.emplace(name, std::move(r));
+      });
       if (!opt.true_sequential || stage + 1 >= inputs) break;
     }
     advance_inputs(model, l, x, windows);
+    model.release_layer(l);
     bar.update(size_t(l + 1), fmt::format("layer {}", l));
   }
   return out;
@@ -241,6 +245,7 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
     });
     for (const std::string& name : touched) out.folded[name] = model.weight(name);  // float tensors that changed
     advance_inputs(model, l, x, windows);
+    model.release_layer(l);
     bar.update(size_t(l + 1), fmt::format("layer {}", l));
   }
   return out;

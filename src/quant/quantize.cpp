@@ -82,8 +82,39 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
 
   // Calibrated methods first: they quantize the linear layers of the float model layer by layer.
   std::map<std::string, GptqResult> calibrated;
-  std::map<std::string, std::vector<float>> folded;  // AWQ: float tensors written instead of the input's
-  if (opt.method == "gptq" || opt.method == "imatrix" || opt.method == "awq") {
+  std::map<std::string, std::vector<float>> folded;  // AWQ, SmoothQuant: float tensors written instead of the input's
+  std::map<std::string, float> act_scales;           // w8a8: each weight's input scale
+  bool input_terms = opt.method == "awq";  // calibrated[...].dequantized is the effective weight (folds undone)
+  bool calibrate_activations = false;
+  for (const TensorReport& r : report.tensors)
+    if (!r.scheme.empty()) {
+      const std::string_view mode = scheme_activations(resolve_scheme(r.scheme, opt.group_size));
+      calibrate_activations |= mode == "static" || mode == "outliers";
+    }
+  if (calibrate_activations) {
+    if (opt.method != "rtn")
+      fail("--method {}: w8a8 and llm-int8 calibrate activation scales over round-to-nearest int8 weights; use "
+           "--method rtn (the default) with them",
+           opt.method);
+    if (opt.calib.file.empty()) fail("--scheme {}: calibrating the activations needs text (--calib FILE)", opt.scheme);
+    auto tok = load_tokenizer(in);
+    auto windows = calibration_windows(*tok, opt.calib);
+    auto model = load_causal_lm_layerwise(in);
+    auto scheme_for = [&](const std::string& name) -> std::optional<ResolvedScheme> {
+      auto s = recipe.scheme_for(name, 2);
+      if (!s) return std::nullopt;
+      return resolve_scheme(*s, opt.group_size);
+    };
+    ActivationLayerwise a = activation_layerwise(*model, windows, scheme_for, opt.act, opt.progress);
+    for (auto& [name, t] : a.quantized) {
+      if (t.act_scale > 0) act_scales[name] = t.act_scale;
+      calibrated.emplace(name, GptqResult{std::move(t.quantized), std::move(t.dequantized)});
+    }
+    folded = std::move(a.folded);
+    for (const auto& [name, w] : folded)
+      if (!weights.has(name)) fail("smoothquant: folded into '{}', which {} does not have", name, in.string());
+    input_terms = true;
+  } else if (opt.method == "gptq" || opt.method == "imatrix" || opt.method == "awq") {
     if (opt.calib.file.empty()) fail("--method {} needs calibration text (--calib FILE)", opt.method);
     auto tok = load_tokenizer(in);
     auto windows = calibration_windows(*tok, opt.calib);
@@ -133,6 +164,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
           const ResolvedScheme s = resolve_scheme(r.scheme, opt.group_size);
           const QuantSpec& spec = s.spec;
           std::vector<float> w = weights.load_f32(r.name);  // refuses NaN / Inf, naming the element
+          weights.store().release(r.name);  // copied: its pages need not stay in memory (large models)
           int64_t rows = r.shape[0], cols = r.shape[1];
           if (stored_in_out(architecture, r.name)) {  // quantize [out, in] so groups run along the inputs
             std::vector<float> t(w.size());
@@ -143,6 +175,12 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
             r.transposed = true;
           }
           const FormatTraits& f = find_format(s.format);
+          const std::string_view mode = scheme_activations(s);
+          if ((mode == "static" || mode == "outliers") && !calibrated.count(r.name))
+            fail("'{}': scheme '{}' quantizes the activations this weight reads, which calibration observes only for "
+                 "the linear layers inside the decoder layers; keep it (--keep) or give it a weight-only scheme "
+                 "(--override '{}=int8')",
+                 r.name, r.scheme, r.name);
           if (auto c = calibrated.find(r.name); c != calibrated.end()) {
             if (r.transposed) fail("'{}': calibrated quantization of [in, out] weights is not supported yet", r.name);
             quantized[i] = std::move(c->second.quantized);
@@ -158,7 +196,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
           quantized[i].spec = spec;
           std::vector<float> back(w.size(), NAN);
           f.dequantize(quantized[i], back.data());
-          if (opt.method == "awq" && calibrated.count(r.name)) {  // stored W·diag(s): compare the effective weight
+          if (input_terms && calibrated.count(r.name)) {  // stored W·diag(s): compare the effective weight
             const std::vector<float>& eff = calibrated.at(r.name).dequantized;
             back.assign(eff.begin(), eff.end());
           }
@@ -188,8 +226,8 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     report.bytes_out += r.bytes_out;
     if (r.scheme.empty()) {
       TensorView v = weights.store().get(r.name);
-      if (auto f = folded.find(r.name); f != folded.end()) {  // changed by AWQ's folds: float32
-        if (f->second.size() != size_t(r.numel())) fail("awq: '{}' changed size", r.name);
+      if (auto f = folded.find(r.name); f != folded.end()) {  // changed by AWQ's / SmoothQuant's folds: float32
+        if (f->second.size() != size_t(r.numel())) fail("folds: '{}' changed size", r.name);
         writer.add(r.name, DType::F32, v.info->shape, f->second.data(), f->second.size() * sizeof(float));
         report.bytes_out += f->second.size() * sizeof(float) - r.bytes_out;
         r.bytes_out = f->second.size() * sizeof(float);
@@ -213,8 +251,15 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
                  {"mse", r.error.mse},
                  {"sqnr_db", std::isfinite(r.error.sqnr_db) ? r.error.sqnr_db : 999.0},
                  {"max_abs_err", r.error.max_abs}};
+    if (auto a = act_scales.find(r.name); a != act_scales.end()) {
+      meta["act_scale"] = a->second;
+      meta["observer"] = observer_name(opt.act.observer);
+      if (opt.act.smooth_alpha >= 0) meta["smooth_alpha"] = opt.act.smooth_alpha;
+    }
+    if (q.format == "llm-int8") meta["outlier_threshold"] = opt.act.outlier_threshold;
     writer.set_metadata(std::string(kQuantMetaPrefix) + r.name, meta.dump());
     for (const auto& p : q.parts) writer.add(r.name + "." + p.suffix, p.dtype, p.shape, p.bytes.data(), p.bytes.size());
+    quantized[i] = {};  // the writer holds its copy
   }
 
   remove_stale_temps(out);

@@ -20,7 +20,7 @@ struct QuantizeArgs {
   QuantizeOptions opt;
   std::vector<std::string> keep, overrides;
   bool list = false;
-  std::string calib;
+  std::string calib, observer;
 };
 
 int list_schemes(bool as_json) {
@@ -76,7 +76,16 @@ int quantize(QuantizeArgs& a) {
   for (const auto& o : a.overrides) a.opt.rules.push_back(parse_override(o));
   a.opt.threads = a.c.threads;
   apply_threads(a.c);
-  if (a.opt.method != "rtn") {
+  std::vector<std::string> schemes{a.opt.scheme};  // w8a8 / llm-int8 anywhere: calibration text needed
+  for (const auto& r : a.opt.rules)
+    if (r.scheme != "keep") schemes.push_back(r.scheme);
+  bool activations = false;
+  for (const std::string& s : schemes) {
+    const std::string_view mode = scheme_activations(resolve_scheme(s, a.opt.group_size));
+    activations |= mode == "static" || mode == "outliers";
+  }
+  if (!a.observer.empty()) a.opt.act.observer = parse_observer(a.observer);
+  if (a.opt.method != "rtn" || activations) {
     a.opt.calib.file = a.calib.empty() ? default_calib_file() : a.calib;
     std::error_code ec;
     if (std::filesystem::equivalent(a.opt.calib.file, default_ppl_file(), ec))
@@ -162,6 +171,21 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
       ->capture_default_str();
   cmd->add_option("--awq-grid", a->opt.awq.grid, "awq: points of the α grid in [0, 1)")
       ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--observer", a->observer,
+                  "w8a8: how each input's static int8 range is chosen from its calibration |x| histogram: minmax, "
+                  "percentile, mse (default) or entropy (KL)")
+      ->check(CLI::IsMember({"minmax", "percentile", "mse", "entropy"}));
+  cmd->add_option("--percentile", a->opt.act.observer_opt.percentile, "w8a8 --observer percentile: which percentile of |x|")
+      ->check(CLI::Range(50.0, 100.0))
+      ->capture_default_str();
+  cmd->add_option("--smooth", a->opt.act.smooth_alpha,
+                  "w8a8: SmoothQuant migration strength α in [0, 1] (0.5 in its paper; off when not given): input "
+                  "channels scaled by max|X|^α / max|W|^(1-α), folded into the norms and layers before")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--outlier-threshold", a->opt.act.outlier_threshold,
+                  "llm-int8: calibration |x| from which an input column stays in 16 bits")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_flag("!--no-true-sequential", a->opt.gptq.true_sequential,
                 "gptq: gather every Hessian of a layer from the float layer at once");

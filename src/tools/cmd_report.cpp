@@ -109,10 +109,17 @@ int report(ReportArgs& a) {
   };
   std::vector<Combo> combos;
   std::vector<std::string> skipped;
+  // w8a8 / llm-int8 calibrate their activations over round-to-nearest weights: rtn only.
+  auto calibrates_activations = [](const std::string& scheme) {
+    const std::string_view act = scheme_activations(resolve_scheme(scheme));
+    return act == "static" || act == "outliers";
+  };
   for (const auto& s : schemes) {
     const std::string format = resolve_scheme(s).format;
     for (const auto& m : methods) {
-      const bool ok = m == "rtn" || (m == "hqq" ? format == "affine" : format == "affine" || format == "symmetric");
+      const bool ok = calibrates_activations(s)
+                          ? m == "rtn"
+                          : m == "rtn" || (m == "hqq" ? format == "affine" : format == "affine" || format == "symmetric");
       if (!ok) {
         skipped.push_back(s + "/" + m);
         continue;
@@ -135,7 +142,7 @@ int report(ReportArgs& a) {
     opt.progress = false;
     opt.threads = a.c.threads;
     opt.gptq.clip_steps = a.clip_search;
-    if (c.method != "rtn" && c.method != "hqq") {
+    if ((c.method != "rtn" && c.method != "hqq") || calibrates_activations(c.scheme)) {
       opt.calib = {fs::path(a.calib.empty() ? default_calib_file() : a.calib), a.calib_samples, a.calib_ctx, 0};
       std::error_code ec;
       if (fs::equivalent(opt.calib.file, a.ppl_file, ec))

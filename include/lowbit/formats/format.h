@@ -111,12 +111,27 @@ struct UniformGrid {
 QuantizedTensor pack_uniform(std::string_view format, const QuantSpec& spec, int64_t rows, int64_t cols,
                              const std::vector<uint8_t>& codes, const std::vector<UniformGrid>& grids);
 
+// LLM.int8()'s weights (src/formats/llm_int8.cpp): int8 per output row, except the input columns
+// `outlier_cols` (ascending; found on calibration activations), kept in 16 bits.
+QuantizedTensor quantize_llm_int8(const float* w, int64_t rows, int64_t cols, const std::vector<int32_t>& outlier_cols);
+struct LlmInt8Outliers {
+  std::vector<int32_t> cols;   // ascending input columns
+  std::vector<float> weights;  // [rows][cols.size()]
+};
+// The 16-bit columns of an "llm-int8" tensor, validated (none when the tensor has no outlier part).
+LlmInt8Outliers llm_int8_outliers(const QuantizedTensor& q);
+
 // Named schemes (what `lowbit quantize --scheme` accepts): a format plus its spec.
 struct Scheme {
   std::string_view name;         // "int8", "int4", "int3", "int2", "nf4", "fp4", "kmeans4", "binary", "ternary", "f16", "bf16"
   std::string_view format;
   QuantSpec spec;
   std::string_view description;
+  // What the scheme does to a linear layer's inputs at run time: "" (nothing: float activations),
+  // "dynamic" (int8 per token, int8-dyn), "static" (int8 with a calibrated per-tensor scale, w8a8),
+  // "outliers" (LLM.int8(): calibrated outlier columns in float, the rest int8 per token). The last
+  // two need calibration data even with round-to-nearest weights.
+  std::string_view activations = "";
 };
 const std::vector<Scheme>& scheme_registry();
 const Scheme& find_scheme(std::string_view name);  // throws, listing the known names

@@ -6,7 +6,8 @@
 // under "lowbit.quant.<name>" as JSON: {"format", "bits", "group", "double_quant", "iterations",
 // "shape": the stored [rows, cols], "transposed": true when the weight is stored [in, out] (GPT-2's
 // Conv1D) and was quantized as its transpose so that groups run along the inputs, "dtype": original
-// dtype, and the quantization error "mse", "sqnr_db", "max_abs_err"}. Everything there is validated before use.
+// dtype, the quantization error "mse", "sqnr_db", "max_abs_err", and for schemes that quantize
+// activations with a calibrated scale (w8a8) "act_scale": the input's int8 step}. Everything there is validated before use.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -36,6 +37,7 @@ struct LogicalTensor {
   std::string scheme;         // the scheme it was quantized with ("int8-dyn" runs on int8 kernels)
   QuantSpec spec;             // when quantized
   bool transposed = false;    // stored [in, out] (GPT-2 Conv1D): quantized as [out, in], groups along inputs
+  float act_scale = 0;        // "w8a8": the calibrated int8 scale of the layer's input (metadata "act_scale")
   std::optional<QuantError> error;
   int64_t numel() const;
 };

@@ -9,6 +9,10 @@
 //           with one float scale per output row; each input row is quantized to int8 at run time
 //           (scale = absmax / 127), products accumulate in int32, and the result is rescaled:
 //             y[i][r] = sx_i · sw_r · Σ_k xq[i][k] · wq[r][k]
+//           with a static activation scale ("w8a8", calibrated: act_scale > 0) sx_i = act_scale for
+//           every row, xq = clamp(round(x / act_scale), -127, 127); and with outlier columns
+//           ("llm-int8"), those inputs are taken out of x before it is quantized and multiplied in
+//           float32 by their own weights: y += x[:, outlier_cols] · outlier_wᵀ.
 // The int8 product has a scalar reference (gemm_q8_dyn_ref) and an AVX-512 VNNI version, picked
 // once at start-up from the CPU's features; both give bit-identical results.
 #include <cstddef>
@@ -38,6 +42,9 @@ struct LinearWeights {
   // q8 re-laid for vpdpbusd: blocks of 16 rows; per block and per 4 inputs, 64 bytes holding those
   // 4 inputs of each of the 16 rows. Rows padded to 16 and inputs to 4 with zeros.
   std::vector<int8_t> q8_vnni;
+  float act_scale = 0;                 // int8: > 0 a static per-tensor activation scale; 0 per row (dynamic)
+  std::vector<int32_t> outlier_cols;   // int8: ascending inputs computed in float (LLM.int8())
+  std::vector<float> outlier_w;        // [rows][outlier_cols.size()]
   std::vector<PackedSegment> packed;  // [rows] split over segments (packed)
 
   bool is_packed() const { return !packed.empty(); }
@@ -65,6 +72,8 @@ void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
 // The int8-dyn product's pieces, exposed for the conformance test and benchmarks.
 // Quantizes one row: xq[k] + 128 as unsigned bytes (xq in [-127, 127]); returns the row's scale.
 float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8);
+// The same with a static scale: xq = clamp(round(x / scale), -127, 127) (half away from zero).
+void quantize_row_q8_static(const float* x, size_t k, float scale, uint8_t* u8);
 // acc[i][r] = Σ_k u8[i][k] · q8[r][k] for i < m and rows [r0, r1) (r0, r1 multiples of 16 or r1 = rows).
 // u8 rows have stride w.cols_padded() (bytes past cols are ignored: the padded weights are zero);
 // acc rows have stride w.rows_padded().

@@ -6,6 +6,7 @@
 //   logits = lm_head(rms(x))
 // RoPE uses the rotate-half convention (pairs (i, i + head_dim/2)); attention is causal with
 // grouped-query heads (num_heads / num_kv_heads query heads share one KV head).
+#include <optional>
 #include <vector>
 
 #include "lowbit/formats/weights.h"
@@ -16,7 +17,9 @@ namespace lowbit {
 class LlamaModel : public CausalLM {
  public:
   // Float or quantized: linear weights packed (used where the file maps them) when the store allows.
-  LlamaModel(ModelConfig config, const WeightStore& weights);
+  // lazy_layers (layer-by-layer calibration, load_causal_lm_layerwise): each layer's linear weights
+  // are loaded as float32 on first use and freed by release_layer.
+  LlamaModel(ModelConfig config, const WeightStore& weights, bool lazy_layers = false);
 
   const ModelConfig& config() const override { return cfg_; }
   std::unique_ptr<Session> new_session(int max_tokens) const override;
@@ -30,6 +33,7 @@ class LlamaModel : public CausalLM {
   std::vector<float> weight(const std::string& name) const override;
   void replace_weight(const std::string& name, const std::vector<float>& w) override;
   std::optional<InputProducer> input_producer(const std::string& linear_name) const override;
+  void release_layer(int layer) override;
 
  private:
   struct Layer {
@@ -47,6 +51,9 @@ class LlamaModel : public CausalLM {
     int64_t row0, rows, cols;
   };
   Slot slot(const std::string& name) const;
+  // Layer l, its linear weights loaded first where they are lazy; fails for a released layer.
+  Layer& layer(int l) const;
+  void load_linears(Layer& L, int l, const WeightStore& store) const;
 
   // Scratch buffers and rotary tables of one call, sized for n rows.
   struct Work;
@@ -58,7 +65,10 @@ class LlamaModel : public CausalLM {
   LinearWeights lm_head_;  // [vocab, hidden]; no rows when tied to embed_
   std::vector<float> final_norm_;
   std::vector<float> inv_freq_;  // [head_dim / 2] RoPE frequencies
-  std::vector<Layer> layers_;
+  mutable std::vector<Layer> layers_;  // mutable: lazily loaded layers (a cache of the file)
+  std::optional<WeightStore> lazy_;    // lazy_layers: the checkpoint, read as float32
+  enum class LayerState : uint8_t { loaded, lazy, released };
+  mutable std::vector<LayerState> state_;
 };
 
 }  // namespace lowbit

@@ -68,9 +68,15 @@ class CausalLM {
     std::vector<int> tie;
   };
   virtual std::optional<InputProducer> input_producer(const std::string& linear_name) const;
+  // The pipeline is done with layer `layer` (its outputs computed): a model loaded layer by layer
+  // (load_causal_lm_layerwise) frees its float weights, and the layer cannot run again.
+  virtual void release_layer(int /*layer*/) {}
 };
 
-// A float model with the layer-by-layer hooks (the checkpoint must be unquantized).
+// A float model with the layer-by-layer hooks (the checkpoint must be unquantized). A layer's
+// linear weights are read from the mapped file as float32 copies when the layer is first used (their
+// pages in the map then released) and freed by release_layer: a pass over the model holds one
+// layer's weights, whatever the model's size (embeddings and norms stay as stored).
 std::unique_ptr<CausalLM> load_causal_lm_layerwise(const std::filesystem::path& dir);
 
 // Loads the model of a checkpoint folder (architecture from config.json). packed: linear weights

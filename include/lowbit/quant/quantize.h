@@ -27,6 +27,7 @@ struct QuantizeOptions {
   GptqOptions gptq;
   AwqOptions awq;
   HqqOptions hqq;
+  ActivationOptions act;          // schemes that quantize activations with calibration (w8a8, llm-int8)
   std::string awq_rounding = "imatrix";  // how AWQ rounds its scaled weights: "imatrix" or "gptq" (with `gptq`)
   bool force = false;             // replace an existing OUT
   bool progress = true;

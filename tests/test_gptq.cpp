@@ -146,6 +146,12 @@ TEST(Gptq, DiagonalOnlyIsRoundToNearestOnWeightedGrids) {
     // With the grids searched, the error weighted by diag(H) can only go down, group by group.
     opt.clip_steps = 20;
     GptqResult s = gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt);
+    // diagonal_only skips the factorisations: it must be what full GPTQ computes on diag(H) alone.
+    std::vector<double> diag(h.size(), 0.0);
+    for (int64_t k = 0; k < cols; ++k) diag[size_t(k * cols + k)] = h[size_t(k * cols + k)];
+    GptqOptions full = opt;
+    full.diagonal_only = false;
+    EXPECT_EQ(gptq_quantize(w.data(), rows, cols, diag, c.format, spec, full).dequantized, s.dequantized);
     double es = 0, er = 0;
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t k = 0; k < cols; ++k) {
@@ -199,6 +205,28 @@ TEST(Gptq, LayerwiseOnStories260KBeatsRtn) {
   std::printf("[ gptq     ] stories260K int3@32: RTN KLD %.4f ppl %.3f, GPTQ KLD %.4f ppl %.3f\n", r[0].kld, r[0].ppl,
               r[1].kld, r[1].ppl);
   EXPECT_LT(r[1].kld, r[0].kld);
+}
+
+// load_causal_lm_layerwise reads each layer's weights when the layer is first used and computes what
+// the whole float model computes; a released layer refuses to run again.
+TEST(Layerwise, LayersLoadWhenUsedAndAreReleased) {
+  const auto dir = test::model_dir("stories260K/hf");
+  auto lazy = load_causal_lm_layerwise(dir);
+  auto full = load_causal_lm(dir, /*packed=*/false);
+  const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 64, 9, 260};
+  const int hidden = lazy->config().hidden_size, n = int(ids.size());
+  std::vector<float> a(size_t(n * hidden)), b(a.size());
+  lazy->embed(ids, a.data());
+  full->embed(ids, b.data());
+  EXPECT_EQ(lazy->weight("model.layers.3.mlp.down_proj.weight"), full->weight("model.layers.3.mlp.down_proj.weight"));
+  for (int l = 0; l < lazy->config().num_layers; ++l) {
+    lazy->run_layer(l, a.data(), n, nullptr);
+    full->run_layer(l, b.data(), n, nullptr);
+    lazy->release_layer(l);
+  }
+  EXPECT_EQ(a, b);
+  test::expect_error([&] { lazy->run_layer(2, a.data(), n, nullptr); }, {"model.layers.2", "released"});
+  test::expect_error([&] { (void)lazy->weight("model.layers.0.self_attn.q_proj.weight"); }, {"model.layers.0", "released"});
 }
 
 }  // namespace

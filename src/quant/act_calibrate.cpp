@@ -34,20 +34,29 @@ struct ActInput {
   int cols = 0;
   std::vector<float> absmax;  // max |x| per column
   AbsHistogram hist;          // of every |x| (when asked for)
+  std::vector<int64_t> over;  // per column: rows with |x| >= the outlier threshold
+  int64_t rows = 0;
 };
 
 // Runs layer l over (copies of) the inputs x and gathers every linear input, in the order the layer
 // reads them.
 std::vector<ActInput> observe_inputs(CausalLM& model, int l, const std::vector<std::vector<float>>& x,
-                                     const std::vector<std::vector<int32_t>>& windows, bool histogram) {
+                                     const std::vector<std::vector<int32_t>>& windows, bool histogram,
+                                     double outlier_threshold) {
   std::vector<ActInput> acc;
   size_t seen = 0;
   CausalLM::LinearObserver observe = [&](const std::vector<std::string>& names, const float* rows, int n, int cols) {
-    if (seen == acc.size()) acc.push_back({names, cols, std::vector<float>(size_t(cols), 0.0f), {}});
+    if (seen == acc.size())
+      acc.push_back({names, cols, std::vector<float>(size_t(cols), 0.0f), {}, std::vector<int64_t>(size_t(cols), 0), 0});
     ActInput& a = acc[seen++];
     if (a.cols != cols) fail("calibration: input {} of layer {} changed width ({} vs {})", seen - 1, l, a.cols, cols);
+    a.rows += n;
     for (int i = 0; i < n; ++i)
-      for (int c = 0; c < cols; ++c) a.absmax[size_t(c)] = std::max(a.absmax[size_t(c)], std::fabs(rows[size_t(i) * size_t(cols) + size_t(c)]));
+      for (int c = 0; c < cols; ++c) {
+        const float v = std::fabs(rows[size_t(i) * size_t(cols) + size_t(c)]);
+        a.absmax[size_t(c)] = std::max(a.absmax[size_t(c)], v);
+        a.over[size_t(c)] += v >= outlier_threshold;
+      }
     if (histogram) a.hist.add(rows, size_t(n) * size_t(cols));
   };
   std::vector<float> tmp;
@@ -84,6 +93,8 @@ ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std:
                                          const SchemeFor& scheme_for, const ActivationOptions& opt, bool progress) {
   if (opt.smooth_alpha > 1) fail("--smooth {}: SmoothQuant's α must lie in [0, 1]", opt.smooth_alpha);
   if (!(opt.outlier_threshold > 0)) fail("--outlier-threshold {}: expected a positive |x|", opt.outlier_threshold);
+  if (!(opt.outlier_fraction >= 0 && opt.outlier_fraction <= 1))
+    fail("--outlier-fraction {}: expected a fraction of the calibration tokens in [0, 1]", opt.outlier_fraction);
   int64_t tokens = 0;
   std::vector<std::vector<float>> x = embed_windows(model, windows, tokens);
   const int layers = model.config().num_layers;
@@ -91,7 +102,7 @@ ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std:
   Progress bar("calibrate activations", size_t(layers), progress);
   for (int l = 0; l < layers; ++l) {
     // 1. Per-column max |x| from the float layer.
-    std::vector<ActInput> acc = observe_inputs(model, l, x, windows, false);
+    std::vector<ActInput> acc = observe_inputs(model, l, x, windows, false, opt.outlier_threshold);
     std::set<std::string> touched;
     std::map<std::string, std::vector<float>> col_scale, row_scale;  // what the folds did to each weight
     std::vector<std::vector<int32_t>> outlier_cols(acc.size());
@@ -125,7 +136,8 @@ ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std:
       // 3. LLM.int8()'s outlier columns.
       if (any_outliers)
         for (int c = 0; c < a.cols; ++c)
-          if (a.absmax[size_t(c)] >= opt.outlier_threshold) outlier_cols[k].push_back(c);
+          if (a.over[size_t(c)] > 0 && double(a.over[size_t(c)]) >= opt.outlier_fraction * double(a.rows))
+            outlier_cols[k].push_back(c);
       report.outliers = int(outlier_cols[k].size());
       out.inputs.push_back(report);
     }
@@ -159,7 +171,7 @@ ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std:
     for (const std::string& name : touched) out.folded[name] = model.weight(name);
     // 5. Static scales from the observer, on the inputs of the layer as quantized.
     if (any_static) {
-      const std::vector<ActInput> seen = observe_inputs(model, l, x, windows, true);
+      const std::vector<ActInput> seen = observe_inputs(model, l, x, windows, true, opt.outlier_threshold);
       for (size_t k = 0; k < seen.size() && k < acc.size(); ++k) {
         const double T = observer_threshold(seen[k].hist, opt.observer, opt.observer_opt);
         const float step = T > 0 ? float(T / opt.observer_opt.levels) : 1.0f;  // all-zero input: any step

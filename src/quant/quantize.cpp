@@ -106,6 +106,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       return resolve_scheme(*s, opt.group_size);
     };
     ActivationLayerwise a = activation_layerwise(*model, windows, scheme_for, opt.act, opt.progress);
+    report.activation_inputs = a.inputs;
     for (auto& [name, t] : a.quantized) {
       if (t.act_scale > 0) act_scales[name] = t.act_scale;
       calibrated.emplace(name, GptqResult{std::move(t.quantized), std::move(t.dequantized)});
@@ -256,7 +257,10 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       meta["observer"] = observer_name(opt.act.observer);
       if (opt.act.smooth_alpha >= 0) meta["smooth_alpha"] = opt.act.smooth_alpha;
     }
-    if (q.format == "llm-int8") meta["outlier_threshold"] = opt.act.outlier_threshold;
+    if (q.format == "llm-int8") {
+      meta["outlier_threshold"] = opt.act.outlier_threshold;
+      meta["outlier_fraction"] = opt.act.outlier_fraction;
+    }
     writer.set_metadata(std::string(kQuantMetaPrefix) + r.name, meta.dump());
     for (const auto& p : q.parts) writer.add(r.name + "." + p.suffix, p.dtype, p.shape, p.bytes.data(), p.bytes.size());
     quantized[i] = {};  // the writer holds its copy

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "commands.h"
+#include "lowbit/kernels/gemm.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/file.h"
 #include "lowbit/core/thread_pool.h"
@@ -114,12 +115,13 @@ int bench_model(const BenchArgs& a) {
                              {"gen", a.gen},
                              {"repeats", a.repeats},
                              {"threads", default_thread_pool().size()},
-                             {"kernels", packed_kernels_best().name}}
+                             {"kernels", packed_kernels_best().name},
+                             {"blas_core", blas_core_name()}}
                            .dump());
     return 0;
   }
-  fmt::print("model: {} ({:.3f} GB of weights read per decoded token; kernels {}, {} threads)\n", dir.string(),
-             bytes / 1e9, packed_kernels_best().name, default_thread_pool().size());
+  fmt::print("model: {} ({:.3f} GB of weights read per decoded token; kernels {}, OpenBLAS {}, {} threads)\n",
+             dir.string(), bytes / 1e9, packed_kernels_best().name, blas_core_name(), default_thread_pool().size());
   fmt::print("prefill ({} tokens): {:.1f} tok/s (median of {}; {:.1f} .. {:.1f})\n", a.prompt, p.median, a.repeats, p.min,
              p.max);
   fmt::print("decode  ({} tokens): {:.2f} tok/s (median of {}; {:.2f} .. {:.2f})\n", a.gen, d.median, a.repeats, d.min,

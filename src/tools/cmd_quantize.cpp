@@ -112,6 +112,13 @@ int quantize(QuantizeArgs& a) {
               {"peak_rss_mb", peak_rss_mb()},
               {"output", a.out},
               {"tensors", tensors}};
+    if (!r.activation_inputs.empty()) {
+      json inputs = json::array();
+      for (const auto& in : r.activation_inputs)
+        inputs.push_back({{"first_reader", in.first_reader}, {"absmax", in.absmax}, {"threshold", in.threshold},
+                          {"outlier_columns", in.outliers}, {"smooth_min", in.smooth_min}, {"smooth_max", in.smooth_max}});
+      j["activation_inputs"] = inputs;
+    }
     fmt::print("{}\n", j.dump());
     return 0;
   }
@@ -122,6 +129,19 @@ int quantize(QuantizeArgs& a) {
       worst = t.error.sqnr_db;
       worst_name = t.name;
     }
+  if (!r.activation_inputs.empty()) {
+    // What calibration saw at each linear input: its largest |x|, the observer's clipping threshold
+    // (static int8 scale = T / 127), LLM.int8()'s 16-bit columns, SmoothQuant's scale range.
+    fmt::print("\n{:<42} {:>9} {:>9} {:>8} {:>17}\n", "linear input (first reader)", "max |x|", "T", "outliers",
+               "smooth scales");
+    int outliers = 0;
+    for (const auto& in : r.activation_inputs) {
+      outliers += in.outliers;
+      fmt::print("{:<42} {:>9.3f} {:>9.3f} {:>8} {:>8.3g}..{:<8.3g}\n", in.first_reader, in.absmax, in.threshold,
+                 in.outliers, in.smooth_min, in.smooth_max);
+    }
+    if (outliers > 0) fmt::print("outlier columns kept in 16 bits: {} in all\n", outliers);
+  }
   print_size_table(r, a.opt.scheme);
   if (!worst_name.empty()) fmt::print("lowest SQNR: {:.2f} dB ({})\n", worst, worst_name);
   fmt::print("wrote {} in {:.2f} s (peak RSS {:.0f} MB)\n", a.out, r.seconds, peak_rss_mb());
@@ -186,6 +206,11 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--outlier-threshold", a->opt.act.outlier_threshold,
                   "llm-int8: calibration |x| from which an input column stays in 16 bits")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--outlier-fraction", a->opt.act.outlier_fraction,
+                  "llm-int8: a column is an outlier when at least this fraction of the calibration tokens reach the "
+                  "threshold (0: any token)")
+      ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_flag("!--no-true-sequential", a->opt.gptq.true_sequential,
                 "gptq: gather every Hessian of a layer from the float layer at once");

@@ -49,6 +49,7 @@ struct QuantizeReport {
   uint64_t bytes_in = 0, bytes_out = 0;  // tensor data only
   int64_t params = 0, params_quantized = 0;
   double seconds = 0;
+  std::vector<ActivationLayerwise::Input> activation_inputs;  // w8a8 / llm-int8: what calibration saw per input
   double bits_per_weight() const { return params ? 8.0 * double(bytes_out) / double(params) : 0; }
   // Bits per weight over the quantized tensors only (scales, zero points, code books included).
   double quantized_bits_per_weight() const;

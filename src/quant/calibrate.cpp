@@ -147,7 +147,7 @@ std::map<std::string, GptqResult> gptq_layerwise(
       int inputs = 0;
       std::map<int, InputStats> acc = gather_inputs(model, l, x, windows, tokens, opt.true_sequential ? stage : -1, inputs);
       round_readers(model, acc, scheme_for, opt, [&](const std::string& name, GptqResult&& r, int) {
-        r.dequantized = {};  // in the model now; a float copy of every weight would not fit for large models
+        std::vector<float>().swap(r.dequantized);  // in the model now (and `= {}` would keep the capacity)
         out.emplace(name, std::move(r));
       });
       if (!opt.true_sequential || stage + 1 >= inputs) break;

@@ -170,9 +170,10 @@ void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const LinearWeights& w, size_t
 void quantize_row_q8_static(const float* x, size_t k, float scale, uint8_t* u8) {
   const float inv = 1.0f / scale;
   for (size_t i = 0; i < k; ++i) {
-    const float v = std::clamp(x[i] * inv, -127.0f, 127.0f);  // clamped first: no int overflow on outliers
-    const int q = int(v + (v >= 0 ? 0.5f : -0.5f));
-    u8[i] = uint8_t(q + 128);
+    // Clamped first (no int overflow on outliers); + copysign(0.5) then truncation rounds half away
+    // from zero, in a form the compiler vectorizes.
+    const float v = std::min(std::max(x[i] * inv, -127.0f), 127.0f);
+    u8[i] = uint8_t(int(v + std::copysign(0.5f, v)) + 128);
   }
 }
 

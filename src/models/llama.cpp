@@ -199,7 +199,7 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
   };
 
   norm_rows(L.attn_norm);
-  if (obs) (*obs)({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"}, w.xn.data(), n, hidden);
+  if (obs && !(*obs)({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"}, w.xn.data(), n, hidden)) return;
   linear_forward(L.wqkv, w.xn.data(), size_t(n), w.qkv.data());
   pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
     for (size_t i = b; i < e; ++i) {
@@ -215,11 +215,11 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
   });
   causal_attention(w.qkv.data(), size_t(qkv_dim), s, cache_layer, n, pos0,
                    {cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim, cfg_.sliding_window}, w.att.data(), size_t(nh * hd));
-  if (obs) (*obs)({p + "self_attn.o_proj.weight"}, w.att.data(), n, nh * hd);
+  if (obs && !(*obs)({p + "self_attn.o_proj.weight"}, w.att.data(), n, nh * hd)) return;
   linear_forward(L.wo, w.att.data(), size_t(n), x, /*accumulate=*/true);
 
   norm_rows(L.ffn_norm);
-  if (obs) (*obs)({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, w.xn.data(), n, hidden);
+  if (obs && !(*obs)({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, w.xn.data(), n, hidden)) return;
   linear_forward(L.w_gate_up, w.xn.data(), size_t(n), w.gu.data());
   // SiLU(gate) · up; a decode step's single row is split too (5.6k exps are ~1 % of a step).
   const size_t parts = size_t(n) >= size_t(pool.size()) ? 1 : size_t(pool.size());
@@ -233,7 +233,7 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
         a[j] = g[j] / (1.0f + std::exp(-g[j])) * u[j];
     }
   });
-  if (obs) (*obs)({p + "mlp.down_proj.weight"}, w.act.data(), n, inter);
+  if (obs && !(*obs)({p + "mlp.down_proj.weight"}, w.act.data(), n, inter)) return;
   linear_forward(L.w_down, w.act.data(), size_t(n), x, /*accumulate=*/true);
 }
 

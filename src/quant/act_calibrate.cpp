@@ -58,6 +58,7 @@ std::vector<ActInput> observe_inputs(CausalLM& model, int l, const std::vector<s
         a.over[size_t(c)] += v >= outlier_threshold;
       }
     if (histogram) a.hist.add(rows, size_t(n) * size_t(cols));
+    return true;
   };
   std::vector<float> tmp;
   for (size_t s = 0; s < windows.size(); ++s) {

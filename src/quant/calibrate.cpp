@@ -68,18 +68,29 @@ struct InputStats {
 
 // Runs layer l over (copies of) the inputs x, gathering the statistics of the layer's `stage`-th
 // linear input (in the order the layer reads them: q/k/v, o, gate/up, down for LLaMA), or of all of
-// them for stage < 0. `inputs` is set to how many linear inputs the layer has.
+// them for stage < 0 (a stage's pass stops at its input). `inputs` is set to how many linear inputs
+// the layer has.
 std::map<int, InputStats> gather_inputs(CausalLM& model, int l, const std::vector<std::vector<float>>& x,
                                         const std::vector<std::vector<int32_t>>& windows, int64_t tokens, int stage,
                                         int& inputs) {
   std::map<int, InputStats> acc;  // by position in the layer's order
   std::vector<float> tmp, part;
   int seen = 0;
+  // How many linear inputs the layer has: one token through it, counted (the passes below stop at
+  // their stage's input).
   inputs = 0;
+  {
+    const size_t hidden = size_t(model.config().hidden_size);
+    std::vector<float> one(x.front().begin(), x.front().begin() + std::ptrdiff_t(hidden));
+    CausalLM::LinearObserver count = [&](const std::vector<std::string>&, const float*, int, int) {
+      ++inputs;
+      return true;
+    };
+    model.run_layer(l, one.data(), 1, &count);
+  }
   CausalLM::LinearObserver observe = [&](const std::vector<std::string>& names, const float* rows, int n, int cols) {
     const int k = seen++;
-    inputs = std::max(inputs, seen);
-    if (stage >= 0 && k != stage) return;
+    if (stage >= 0 && k != stage) return true;
     InputStats& a = acc[k];
     if (a.h.empty()) {
       a.names = names;
@@ -93,6 +104,7 @@ std::map<int, InputStats> gather_inputs(CausalLM& model, int l, const std::vecto
     for (size_t i = 0; i < part.size(); ++i) a.h[i] += double(part[i]);
     for (int i = 0; i < n; ++i)
       for (int c = 0; c < cols; ++c) a.mean_abs[size_t(c)] += std::fabs(double(rows[size_t(i) * size_t(cols) + size_t(c)]));
+    return stage < 0;  // one stage: the rest of the layer is not needed
   };
   for (size_t s = 0; s < windows.size(); ++s) {
     tmp = x[s];

@@ -47,8 +47,10 @@ class CausalLM {
   // architecture does not offer it.
   //
   // Input rows of linear layers as a layer runs: `names` are the checkpoint names of every weight
-  // that reads these rows (q/k/v share one input), rows [n][cols].
-  using LinearObserver = std::function<void(const std::vector<std::string>& names, const float* rows, int n, int cols)>;
+  // that reads these rows (q/k/v share one input), rows [n][cols]. Returns whether the layer should
+  // go on: false stops it after this input (its output is then left incomplete), for passes that
+  // only need the inputs up to one point.
+  using LinearObserver = std::function<bool(const std::vector<std::string>& names, const float* rows, int n, int cols)>;
   virtual bool supports_layerwise() const { return false; }
   // Token embeddings of one sequence: x [n][hidden].
   virtual void embed(std::span<const int32_t> tokens, float* x) const;

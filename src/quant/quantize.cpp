@@ -91,20 +91,24 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       const std::string_view mode = scheme_activations(resolve_scheme(r.scheme, opt.group_size));
       calibrate_activations |= mode == "static" || mode == "outliers";
     }
+  // The calibrated paths: the recipe's scheme for each linear weight, the calibration windows and the
+  // float model (layer by layer).
+  auto scheme_for = [&](const std::string& name) -> std::optional<ResolvedScheme> {
+    auto s = recipe.scheme_for(name, 2);
+    if (!s) return std::nullopt;
+    return resolve_scheme(*s, opt.group_size);
+  };
+  auto calibration_windows_for = [&](const std::string& what) {
+    if (opt.calib.file.empty()) fail("{} needs calibration text (--calib FILE)", what);
+    return calibration_windows(*load_tokenizer(in), opt.calib);
+  };
   if (calibrate_activations) {
     if (opt.method != "rtn")
       fail("--method {}: w8a8 and llm-int8 calibrate activation scales over round-to-nearest int8 weights; use "
            "--method rtn (the default) with them",
            opt.method);
-    if (opt.calib.file.empty()) fail("--scheme {}: calibrating the activations needs text (--calib FILE)", opt.scheme);
-    auto tok = load_tokenizer(in);
-    auto windows = calibration_windows(*tok, opt.calib);
+    auto windows = calibration_windows_for("--scheme " + opt.scheme + " (calibrating the activations)");
     auto model = load_causal_lm_layerwise(in);
-    auto scheme_for = [&](const std::string& name) -> std::optional<ResolvedScheme> {
-      auto s = recipe.scheme_for(name, 2);
-      if (!s) return std::nullopt;
-      return resolve_scheme(*s, opt.group_size);
-    };
     ActivationLayerwise a = activation_layerwise(*model, windows, scheme_for, opt.act, opt.progress);
     report.activation_inputs = a.inputs;
     for (auto& [name, t] : a.quantized) {
@@ -116,17 +120,14 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       if (!weights.has(name)) fail("smoothquant: folded into '{}', which {} does not have", name, in.string());
     input_terms = true;
   } else if (opt.method == "gptq" || opt.method == "imatrix" || opt.method == "awq") {
-    if (opt.calib.file.empty()) fail("--method {} needs calibration text (--calib FILE)", opt.method);
-    auto tok = load_tokenizer(in);
-    auto windows = calibration_windows(*tok, opt.calib);
+    auto windows = calibration_windows_for("--method " + opt.method);
     auto model = load_causal_lm_layerwise(in);
-    auto scheme_for = [&](const std::string& name) -> std::optional<ResolvedScheme> {
-      auto s = recipe.scheme_for(name, 2);
-      if (!s) return std::nullopt;
-      ResolvedScheme rs = resolve_scheme(*s, opt.group_size);
-      if (rs.format != "affine" && rs.format != "symmetric")
+    auto uniform_scheme_for = [&](const std::string& name) -> std::optional<ResolvedScheme> {
+      auto rs = scheme_for(name);
+      if (!rs) return std::nullopt;
+      if (rs->format != "affine" && rs->format != "symmetric")
         fail("--method {}: scheme '{}' for '{}' is not uniform (affine or symmetric); use --method rtn", opt.method,
-             *s, name);
+             rs->name, name);
       return rs;
     };
     GptqOptions g = opt.gptq;
@@ -139,13 +140,13 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       if (g.clip_steps == 0) g.clip_steps = 20;
     }
     if (opt.method == "awq") {
-      AwqLayerwise a = awq_layerwise(*model, windows, scheme_for, g, opt.awq, opt.progress);
+      AwqLayerwise a = awq_layerwise(*model, windows, uniform_scheme_for, g, opt.awq, opt.progress);
       calibrated = std::move(a.quantized);
       folded = std::move(a.folded);
       for (const auto& [name, w] : folded)
         if (!weights.has(name)) fail("awq: folded into '{}', which {} does not have", name, in.string());
     } else {
-      calibrated = gptq_layerwise(*model, windows, scheme_for, g, opt.progress);
+      calibrated = gptq_layerwise(*model, windows, uniform_scheme_for, g, opt.progress);
     }
   } else if (opt.method != "rtn" && opt.method != "hqq") {
     fail("unknown method '{}' (expected rtn, hqq, gptq, imatrix or awq)", opt.method);

@@ -69,6 +69,15 @@ J
     seed fuzz_quant_checkpoint "$s.safetensors" < "$q/$s/model.safetensors"
     seed fuzz_safetensors "$s.safetensors" < "$q/$s/model.safetensors"
   done
+  # The calibrated activation schemes (a few windows of the default calibration text): w8a8's
+  # act_scale metadata, llm-int8's outlier parts (a low threshold, so that this tiny model has some).
+  "$bin/lowbit" quantize "$m/stories260K/hf" -o "$q/w8a8" --scheme w8a8 --calib-samples 4 --calib-ctx 64 >/dev/null 2>&1
+  "$bin/lowbit" quantize "$m/stories260K/hf" -o "$q/llm-int8" --scheme llm-int8 --calib-samples 4 --calib-ctx 64 \
+    --outlier-threshold 1 >/dev/null 2>&1
+  for s in w8a8 llm-int8; do
+    seed fuzz_quant_checkpoint "$s.safetensors" < "$q/$s/model.safetensors"
+    seed fuzz_safetensors "$s.safetensors" < "$q/$s/model.safetensors"
+  done
   seed fuzz_safetensors stories260K.safetensors < "$m/stories260K/hf/model.safetensors"
   seed fuzz_safetensors_index index.json <<'J'
 {"metadata":{"total_size":40},"weight_map":{"model.embed_tokens.weight":"model-00001-of-00002.safetensors",

@@ -3,7 +3,10 @@
 // AWQ beats RTN at 3 bits on held-out text).
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "lowbit/core/file.h"
 #include "lowbit/eval/perplexity.h"
@@ -97,42 +100,70 @@ TEST(Awq, TiedColumnsShareTheirProducersScale) {
                      {"Hessian"});
 }
 
+// Folds random scales into every input of `layer` that has a producer and checks the float layer
+// computes what it did; returns the readers of the inputs that had none.
+std::vector<std::string> fold_every_input(CausalLM& model, int layer, const std::vector<int32_t>& ids) {
+  const int hidden = model.config().hidden_size, n = int(ids.size());
+  std::vector<float> x(size_t(n * hidden));
+  model.embed(ids, x.data());
+  std::vector<float> want = x;
+  std::vector<std::pair<std::vector<std::string>, int>> inputs;  // readers, width
+  CausalLM::LinearObserver list = [&](const std::vector<std::string>& names, const float*, int, int cols) {
+    inputs.push_back({names, cols});
+    return true;
+  };
+  model.run_layer(layer, want.data(), n, &list);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.25f, 4.0f);
+  std::vector<std::string> without;
+  for (const auto& [readers, cols] : inputs) {
+    auto producer = model.input_producer(readers.front());
+    if (!producer) {
+      without.push_back(readers.front());
+      continue;
+    }
+    // Channels: value rows tied to heads (GQA), the norm's width, or the input's width.
+    const size_t channels =
+        !producer->tie.empty() ? size_t(*std::max_element(producer->tie.begin(), producer->tie.end()) + 1)
+        : !producer->rows      ? model.weight(producer->tensor).size()
+                               : size_t(cols);
+    std::vector<float> s(channels);
+    for (float& v : s) v = u(rng);
+    fold_input_scales(model, readers, *producer, s);
+  }
+  std::vector<float> got = x;
+  model.run_layer(layer, got.data(), n, nullptr);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 2e-4 * (1 + std::fabs(want[i]))) << i;
+  return without;
+}
+
 // Folding any scales into llama-16m-wiki's layer leaves its float outputs as they were: into the
 // attention norm (q/k/v), the value rows (o_proj, value heads repeated for GQA), the MLP norm
 // (gate/up) and the up rows (down_proj).
 TEST(Awq, FoldedScalesLeaveTheFloatLayerUnchanged) {
   auto model = load_causal_lm_layerwise(test::model_dir("llama-16m-wiki"));
   auto tok = load_tokenizer(test::model_dir("llama-16m-wiki"));
-  const std::vector<int32_t> ids = tok->encode("The quick brown fox jumps over the lazy dog again");
-  const int hidden = model->config().hidden_size, n = int(ids.size());
-  std::vector<float> x(size_t(n * hidden));
-  model->embed(ids, x.data());
-  std::vector<float> want = x;
-  model->run_layer(1, want.data(), n, nullptr);
-  std::mt19937 rng(3);
-  std::uniform_real_distribution<float> u(0.25f, 4.0f);
-  const std::string p = "model.layers.1.";
-  const std::vector<std::vector<std::string>> groups = {
-      {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"},
-      {p + "self_attn.o_proj.weight"},
-      {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
-      {p + "mlp.down_proj.weight"}};
-  for (const auto& readers : groups) {
-    auto producer = model->input_producer(readers.front());
-    ASSERT_TRUE(producer) << readers.front();
-    // Channels: value rows (tied), the norm's width, or up_proj's rows (the MLP width).
-    const size_t channels =
-        !producer->tie.empty() ? size_t(*std::max_element(producer->tie.begin(), producer->tie.end()) + 1)
-        : !producer->rows      ? model->weight(producer->tensor).size()
-                               : size_t(model->config().intermediate_size);
-    std::vector<float> s(channels);
-    for (float& v : s) v = u(rng);
-    fold_input_scales(*model, readers, *producer, s);
-  }
-  std::vector<float> got = x;
-  model->run_layer(1, got.data(), n, nullptr);
-  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-4 * (1 + std::fabs(want[i]))) << i;
+  EXPECT_EQ(fold_every_input(*model, 1, tok->encode("The quick brown fox jumps over the lazy dog again")),
+            std::vector<std::string>{});
   EXPECT_EQ(model->input_producer("lm_head.weight"), std::nullopt);
+}
+
+// GPT-2: into ln_1 (weight and bias), the value rows of the fused c_attn and their bias, ln_2; the
+// MLP's second layer reads GELU's output, which no scale passes through: it has no producer.
+TEST(Awq, FoldsIntoGpt2NormsBiasesAndFusedValueRows) {
+  auto model = load_causal_lm_layerwise(test::model_dir("gpt2-7m-wiki"));
+  auto tok = load_tokenizer(test::model_dir("gpt2-7m-wiki"));
+  EXPECT_EQ(fold_every_input(*model, 2, tok->encode("The quick brown fox jumps over the lazy dog again")),
+            std::vector<std::string>{"transformer.h.2.mlp.c_proj.weight"});
+  test::expect_error([&] { (void)model->weight("transformer.h.2.attn.bogus.weight"); }, {"transformer.h.2.attn.bogus", "not a weight"});
+  test::expect_error([&] { model->replace_weight("transformer.h.2.ln_1.bias", {1.0f}); }, {"ln_1.bias", "needs"});
+}
+
+// OPT (pre-LN, ReLU): the norms, v_proj's rows and bias (out_proj), and fc1's rows and bias (fc2:
+// ReLU(x / s) = ReLU(x) / s for s > 0).
+TEST(Awq, FoldsIntoOptNormsValueRowsAndFc1) {
+  auto model = load_causal_lm_layerwise(std::filesystem::path(LOWBIT_SOURCE_DIR) / "tests/data/opt-tiny-preln");
+  EXPECT_EQ(fold_every_input(*model, 1, {2, 100, 200, 300, 400, 500, 600, 700}), std::vector<std::string>{});
 }
 
 TEST(Awq, LayerwiseOnLlama16mBeatsRtn) {

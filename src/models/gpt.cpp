@@ -1,5 +1,6 @@
 #include "lowbit/models/gpt.h"
 
+#include <cctype>
 #include <cmath>
 #include <numbers>
 
@@ -30,7 +31,50 @@ float activate(float x, const std::string& act) {
 
 }  // namespace
 
-GptModel::GptModel(ModelConfig config, const WeightStore& w) : cfg_(std::move(config)) {
+std::vector<std::string> GptModel::linear_names(int l) const {
+  const std::string q = layer_name(l);
+  if (cfg_.family == ModelFamily::GPT2)
+    return {q + "attn.c_attn.weight", q + "attn.c_proj.weight", q + "mlp.c_fc.weight", q + "mlp.c_proj.weight"};
+  return {q + "self_attn.q_proj.weight", q + "self_attn.k_proj.weight", q + "self_attn.v_proj.weight",
+          q + "self_attn.out_proj.weight", q + "fc1.weight", q + "fc2.weight"};
+}
+
+void GptModel::load_linears(Layer& L, int l, const WeightStore& w) const {
+  const int64_t h = cfg_.hidden_size, inner = cfg_.intermediate_size;
+  const std::vector<std::string> n = linear_names(l);
+  if (cfg_.family == ModelFamily::GPT2) {
+    // Conv1D weights are stored [in, out]; load_linear gives them [out, in].
+    L.wqkv = w.load_linear(n[0], {3 * h, h}, /*stored_in_out=*/true);
+    L.wo = w.load_linear(n[1], {h, h}, true);
+    L.w1 = w.load_linear(n[2], {inner, h}, true);
+    L.w2 = w.load_linear(n[3], {h, inner}, true);
+  } else {
+    L.wqkv = w.load_linear(n[0], {h, h});
+    L.wqkv.append_rows(w.load_linear(n[1], {h, h}));
+    L.wqkv.append_rows(w.load_linear(n[2], {h, h}));
+    L.wo = w.load_linear(n[3], {h, h});
+    L.w1 = w.load_linear(n[4], {inner, h});
+    L.w2 = w.load_linear(n[5], {h, inner});
+  }
+}
+
+GptModel::Layer& GptModel::layer(int l) const {
+  if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
+  Layer& L = layers_[size_t(l)];
+  lazy_.use(l, layer_prefix_, linear_names(l), [&](const WeightStore& store) { load_linears(L, l, store); });
+  return L;
+}
+
+void GptModel::release_layer(int l) {
+  if (!lazy_.release(l)) return;
+  Layer& L = layers_[size_t(l)];
+  L.wqkv = {};
+  L.wo = {};
+  L.w1 = {};
+  L.w2 = {};
+}
+
+GptModel::GptModel(ModelConfig config, const WeightStore& w, bool lazy_layers) : cfg_(std::move(config)) {
   const int64_t h = cfg_.hidden_size, inner = cfg_.intermediate_size, vocab = cfg_.vocab_size;
   const int64_t npos = cfg_.max_positions + cfg_.position_offset;
   layers_.resize(size_t(cfg_.num_layers));
@@ -43,18 +87,13 @@ GptModel::GptModel(ModelConfig config, const WeightStore& w) : cfg_(std::move(co
     positions_ = w.load_f32(p + "wpe.weight", {npos, h});
     final_norm_ = {w.load_f32(p + "ln_f.weight", {h}), w.load_f32(p + "ln_f.bias", {h})};
     for (int l = 0; l < cfg_.num_layers; ++l) {
-      const std::string q = fmt::format("{}h.{}.", p, l);
+      const std::string q = layer_name(l);
       Layer& L = layers_[size_t(l)];
       L.ln_attn = {w.load_f32(q + "ln_1.weight", {h}), w.load_f32(q + "ln_1.bias", {h})};
       L.ln_mlp = {w.load_f32(q + "ln_2.weight", {h}), w.load_f32(q + "ln_2.bias", {h})};
-      // Conv1D weights are stored [in, out]; load_linear gives them [out, in].
-      L.wqkv = w.load_linear(q + "attn.c_attn.weight", {3 * h, h}, /*stored_in_out=*/true);
       L.bqkv = w.load_f32(q + "attn.c_attn.bias", {3 * h});
-      L.wo = w.load_linear(q + "attn.c_proj.weight", {h, h}, true);
       L.bo = w.load_f32(q + "attn.c_proj.bias", {h});
-      L.w1 = w.load_linear(q + "mlp.c_fc.weight", {inner, h}, true);
       L.b1 = w.load_f32(q + "mlp.c_fc.bias", {inner});
-      L.w2 = w.load_linear(q + "mlp.c_proj.weight", {h, inner}, true);
       L.b2 = w.load_f32(q + "mlp.c_proj.bias", {h});
     }
   } else {  // OPT
@@ -70,22 +109,18 @@ GptModel::GptModel(ModelConfig config, const WeightStore& w) : cfg_(std::move(co
     }
     if (cfg_.final_norm) final_norm_ = {w.load_f32(p + "final_layer_norm.weight", {h}), w.load_f32(p + "final_layer_norm.bias", {h})};
     for (int l = 0; l < cfg_.num_layers; ++l) {
-      const std::string q = fmt::format("{}layers.{}.", p, l);
+      const std::string q = layer_name(l);
       Layer& L = layers_[size_t(l)];
       L.ln_attn = {w.load_f32(q + "self_attn_layer_norm.weight", {h}), w.load_f32(q + "self_attn_layer_norm.bias", {h})};
       L.ln_mlp = {w.load_f32(q + "final_layer_norm.weight", {h}), w.load_f32(q + "final_layer_norm.bias", {h})};
-      for (const char* m : {"q_proj", "k_proj", "v_proj"}) {
-        L.wqkv.append_rows(w.load_linear(q + "self_attn." + m + ".weight", {h, h}));
-        append(L.bqkv, w.load_f32(q + "self_attn." + m + ".bias", {h}));
-      }
-      L.wo = w.load_linear(q + "self_attn.out_proj.weight", {h, h});
+      for (const char* m : {"q_proj", "k_proj", "v_proj"}) append(L.bqkv, w.load_f32(q + "self_attn." + m + ".bias", {h}));
       L.bo = w.load_f32(q + "self_attn.out_proj.bias", {h});
-      L.w1 = w.load_linear(q + "fc1.weight", {inner, h});
       L.b1 = w.load_f32(q + "fc1.bias", {inner});
-      L.w2 = w.load_linear(q + "fc2.weight", {h, inner});
       L.b2 = w.load_f32(q + "fc2.bias", {h});
     }
   }
+  for (int l = 0; l < cfg_.num_layers && !lazy_layers; ++l) load_linears(layers_[size_t(l)], l, w);
+  lazy_ = LazyLayers(cfg_.num_layers, w, lazy_layers);
   if (w.has("lm_head.weight") && !cfg_.tie_word_embeddings) {
     lm_head_ = w.load_f32("lm_head.weight", {vocab, embed_dim_});
   } else if (!cfg_.tie_word_embeddings) {
@@ -126,74 +161,211 @@ void GptModel::layer_norm(const Norm& norm, const float* x, float* out, int n) c
   });
 }
 
+void GptModel::embed_at(std::span<const int32_t> tokens, int pos0, float* x) const {
+  const int n = int(tokens.size()), h = cfg_.hidden_size, vocab = cfg_.vocab_size, e = embed_dim_;
+  std::vector<float> emb(project_in_.empty() ? 0 : size_t(n) * size_t(e));
+  float* rows = project_in_.empty() ? x : emb.data();
+  for (int i = 0; i < n; ++i) {
+    const int32_t t = tokens[size_t(i)];
+    if (t < 0 || t >= vocab) fail("token id {} at position {} is outside the vocabulary (0..{})", t, pos0 + i, vocab - 1);
+    std::copy_n(embed_.data() + size_t(t) * size_t(e), e, rows + size_t(i) * size_t(e));
+  }
+  if (!project_in_.empty()) gemm_f32_nt(emb.data(), project_in_.data(), x, size_t(n), size_t(h), size_t(e));
+  for (int i = 0; i < n; ++i) {
+    const float* p = positions_.data() + size_t(pos0 + i + cfg_.position_offset) * size_t(h);
+    for (int d = 0; d < h; ++d) x[size_t(i) * size_t(h) + size_t(d)] += p[d];
+  }
+}
+
+void GptModel::embed(std::span<const int32_t> tokens, float* x) const {
+  if (int(tokens.size()) > cfg_.max_positions)
+    fail("{} tokens exceed this model's {} positions", tokens.size(), cfg_.max_positions);
+  embed_at(tokens, 0, x);
+}
+
+struct GptModel::Work {
+  Work(const ModelConfig& c, int n)
+      : xn(size_t(n) * size_t(c.hidden_size)), qkv(size_t(n) * size_t(3 * c.hidden_size)), att(xn.size()),
+        mid(size_t(n) * size_t(c.intermediate_size)), tmp(xn.size()) {}
+  std::vector<float> xn, qkv, att, mid, tmp;
+};
+
+// Layer l applied to x [n][hidden] in place; keys and values go to layer `cache_layer` of s.
+void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, KVSession& s, Work& w,
+                             const LinearObserver* obs) const {
+  const int h = cfg_.hidden_size, inner = cfg_.intermediate_size;
+  const Layer& L = layer(l);
+  const std::vector<std::string> names = linear_names(l);
+  const bool gpt2 = cfg_.family == ModelFamily::GPT2, pre = cfg_.norm_before;
+  auto observe = [&](std::vector<std::string> readers, const float* rows, int cols) {
+    return !obs || (*obs)(readers, rows, n, cols);
+  };
+  const size_t hn = size_t(n) * size_t(h);
+  // Attention block.
+  const float* in = x;
+  if (pre) {
+    layer_norm(L.ln_attn, x, w.xn.data(), n);
+    in = w.xn.data();
+  }
+  if (!observe(gpt2 ? std::vector{names[0]} : std::vector{names[0], names[1], names[2]}, in, h)) return;
+  linear_forward(L.wqkv, in, size_t(n), w.qkv.data());
+  add_bias(w.qkv.data(), L.bqkv.data(), n, 3 * h);
+  for (int i = 0; i < n; ++i) {
+    std::copy_n(&w.qkv[size_t(i) * size_t(3 * h) + size_t(h)], h, s.k_at(cache_layer, pos0 + i));
+    std::copy_n(&w.qkv[size_t(i) * size_t(3 * h) + size_t(2 * h)], h, s.v_at(cache_layer, pos0 + i));
+  }
+  causal_attention(w.qkv.data(), size_t(3 * h), s, cache_layer, n, pos0, {cfg_.num_heads, cfg_.num_heads, cfg_.head_dim, 0},
+                   w.att.data(), size_t(h));
+  if (!observe({names[gpt2 ? 1 : 3]}, w.att.data(), h)) return;
+  linear_forward(L.wo, w.att.data(), size_t(n), x, /*accumulate=*/true);
+  add_bias(x, L.bo.data(), n, h);
+  if (!pre) {
+    layer_norm(L.ln_attn, x, w.tmp.data(), n);
+    std::copy_n(w.tmp.data(), hn, x);
+  }
+  // MLP block.
+  in = x;
+  if (pre) {
+    layer_norm(L.ln_mlp, x, w.xn.data(), n);
+    in = w.xn.data();
+  }
+  if (!observe({names[gpt2 ? 2 : 4]}, in, h)) return;
+  linear_forward(L.w1, in, size_t(n), w.mid.data());
+  default_thread_pool().parallel_for(size_t(n), [&](size_t b, size_t end, int) {
+    for (size_t i = b; i < end; ++i)
+      for (int d = 0; d < inner; ++d) {
+        float& v = w.mid[i * size_t(inner) + size_t(d)];
+        v = activate(v + L.b1[size_t(d)], cfg_.activation);
+      }
+  });
+  if (!observe({names[gpt2 ? 3 : 5]}, w.mid.data(), inner)) return;
+  linear_forward(L.w2, w.mid.data(), size_t(n), x, /*accumulate=*/true);
+  add_bias(x, L.b2.data(), n, h);
+  if (!pre) {
+    layer_norm(L.ln_mlp, x, w.tmp.data(), n);
+    std::copy_n(w.tmp.data(), hn, x);
+  }
+}
+
+void GptModel::run_layer(int l, float* x, int n, const LinearObserver* observer) const {
+  if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
+  KVSession s(1, n, cfg_.hidden_size);  // this layer's keys and values only
+  Work w(cfg_, n);
+  layer_forward(l, /*cache_layer=*/0, x, n, 0, s, w, observer);
+  check_finite_activations(x, n, cfg_.hidden_size, 0, layer_prefix_, l);
+}
+
+std::pair<int, std::string> GptModel::split_name(const std::string& name) const {
+  if (name.rfind(layer_prefix_, 0) != 0) return {-1, ""};
+  size_t i = layer_prefix_.size(), j = i;
+  while (j < name.size() && std::isdigit(static_cast<unsigned char>(name[j]))) ++j;
+  if (j == i || j - i > 6 || j >= name.size() || name[j] != '.') return {-1, ""};
+  const int l = std::stoi(name.substr(i, j - i));
+  if (l >= cfg_.num_layers) return {-1, ""};
+  return {l, name.substr(j + 1)};
+}
+
+GptModel::Slot GptModel::slot(const std::string& name) const {
+  const auto [l, suffix] = split_name(name);
+  if (l < 0) fail("'{}' is not a tensor of a layer", name);
+  Layer& L = layer(l);
+  const int64_t h = cfg_.hidden_size, inner = cfg_.intermediate_size;
+  const bool gpt2 = cfg_.family == ModelFamily::GPT2;
+  struct Entry {
+    const char* suffix;
+    Slot slot;
+    bool linear;
+  };
+  std::vector<Entry> table;
+  if (gpt2) {
+    table = {{"ln_1.weight", {&L.ln_attn.weight, 0, h, 1}, false},
+             {"ln_1.bias", {&L.ln_attn.bias, 0, h, 1}, false},
+             {"ln_2.weight", {&L.ln_mlp.weight, 0, h, 1}, false},
+             {"ln_2.bias", {&L.ln_mlp.bias, 0, h, 1}, false},
+             {"attn.c_attn.weight", {&L.wqkv.f32, 0, 3 * h, h}, true},
+             {"attn.c_attn.bias", {&L.bqkv, 0, 3 * h, 1}, false},
+             {"attn.c_proj.weight", {&L.wo.f32, 0, h, h}, true},
+             {"attn.c_proj.bias", {&L.bo, 0, h, 1}, false},
+             {"mlp.c_fc.weight", {&L.w1.f32, 0, inner, h}, true},
+             {"mlp.c_fc.bias", {&L.b1, 0, inner, 1}, false},
+             {"mlp.c_proj.weight", {&L.w2.f32, 0, h, inner}, true},
+             {"mlp.c_proj.bias", {&L.b2, 0, h, 1}, false}};
+  } else {
+    table = {{"self_attn_layer_norm.weight", {&L.ln_attn.weight, 0, h, 1}, false},
+             {"self_attn_layer_norm.bias", {&L.ln_attn.bias, 0, h, 1}, false},
+             {"final_layer_norm.weight", {&L.ln_mlp.weight, 0, h, 1}, false},
+             {"final_layer_norm.bias", {&L.ln_mlp.bias, 0, h, 1}, false},
+             {"self_attn.q_proj.weight", {&L.wqkv.f32, 0, h, h}, true},
+             {"self_attn.k_proj.weight", {&L.wqkv.f32, h * h, h, h}, true},
+             {"self_attn.v_proj.weight", {&L.wqkv.f32, 2 * h * h, h, h}, true},
+             {"self_attn.q_proj.bias", {&L.bqkv, 0, h, 1}, false},
+             {"self_attn.k_proj.bias", {&L.bqkv, h, h, 1}, false},
+             {"self_attn.v_proj.bias", {&L.bqkv, 2 * h, h, 1}, false},
+             {"self_attn.out_proj.weight", {&L.wo.f32, 0, h, h}, true},
+             {"self_attn.out_proj.bias", {&L.bo, 0, h, 1}, false},
+             {"fc1.weight", {&L.w1.f32, 0, inner, h}, true},
+             {"fc1.bias", {&L.b1, 0, inner, 1}, false},
+             {"fc2.weight", {&L.w2.f32, 0, h, inner}, true},
+             {"fc2.bias", {&L.b2, 0, h, 1}, false}};
+  }
+  for (const Entry& e : table)
+    if (suffix == e.suffix) {
+      if (e.linear && (L.wqkv.is_int8() || L.wqkv.is_packed() || L.wqkv.f32.empty()))
+        fail("'{}': layer-by-layer access needs float32 weights (load_causal_lm_layerwise)", name);
+      return e.slot;
+    }
+  fail("'{}' is not a weight, bias or norm of a layer", name);
+}
+
+std::vector<float> GptModel::weight(const std::string& name) const {
+  const Slot s = slot(name);
+  auto first = s.data->begin() + s.offset;
+  return std::vector<float>(first, first + s.rows * s.cols);
+}
+
+void GptModel::replace_weight(const std::string& name, const std::vector<float>& w) {
+  const Slot s = slot(name);
+  if (int64_t(w.size()) != s.rows * s.cols)
+    fail("replace_weight: '{}' needs {} x {} values, got {}", name, s.rows, s.cols, w.size());
+  std::copy(w.begin(), w.end(), s.data->begin() + s.offset);
+}
+
+std::optional<CausalLM::InputProducer> GptModel::input_producer(const std::string& name) const {
+  const auto [l, suffix] = split_name(name);
+  if (l < 0) return std::nullopt;
+  const std::string q = layer_name(l);
+  const int64_t h = cfg_.hidden_size;
+  const bool pre = cfg_.norm_before, relu = cfg_.activation == "relu";
+  // A norm folds a scale only where its output feeds nothing but the linear layers (pre-LN); the
+  // second MLP layer's input is act(fc1(x)): scales pass through ReLU (positively homogeneous), not GELU.
+  if (cfg_.family == ModelFamily::GPT2) {
+    if (suffix == "attn.c_attn.weight" && pre) return InputProducer::norm(q + "ln_1.weight", q + "ln_1.bias");
+    if (suffix == "attn.c_proj.weight")  // the value rows of the fused q/k/v weight
+      return InputProducer::linear_rows(q + "attn.c_attn.weight", q + "attn.c_attn.bias", 2 * h, h);
+    if (suffix == "mlp.c_fc.weight" && pre) return InputProducer::norm(q + "ln_2.weight", q + "ln_2.bias");
+    if (suffix == "mlp.c_proj.weight" && relu) return InputProducer::linear_rows(q + "mlp.c_fc.weight", q + "mlp.c_fc.bias");
+    return std::nullopt;
+  }
+  if ((suffix == "self_attn.q_proj.weight" || suffix == "self_attn.k_proj.weight" || suffix == "self_attn.v_proj.weight") && pre)
+    return InputProducer::norm(q + "self_attn_layer_norm.weight", q + "self_attn_layer_norm.bias");
+  if (suffix == "self_attn.out_proj.weight")
+    return InputProducer::linear_rows(q + "self_attn.v_proj.weight", q + "self_attn.v_proj.bias");
+  if (suffix == "fc1.weight" && pre) return InputProducer::norm(q + "final_layer_norm.weight", q + "final_layer_norm.bias");
+  if (suffix == "fc2.weight" && relu) return InputProducer::linear_rows(q + "fc1.weight", q + "fc1.bias");
+  return std::nullopt;
+}
+
 void GptModel::forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const {
   auto& s = dynamic_cast<KVSession&>(session);
   const int n = int(tokens.size());
   if (n == 0) return;
   const int pos0 = s.start(n);
-  const int h = cfg_.hidden_size, inner = cfg_.intermediate_size, vocab = cfg_.vocab_size, e = embed_dim_;
-  std::vector<float> x(size_t(n) * size_t(h)), xn(x.size()), qkv(size_t(n) * size_t(3 * h)), att(x.size());
-  std::vector<float> mid(size_t(n) * size_t(inner)), tmp(x.size());
-
-  // Token (through project_in when narrower) plus learned position embeddings.
-  std::vector<float> emb(size_t(n) * size_t(e));
-  for (int i = 0; i < n; ++i) {
-    const int32_t t = tokens[size_t(i)];
-    if (t < 0 || t >= vocab) fail("token id {} at position {} is outside the vocabulary (0..{})", t, pos0 + i, vocab - 1);
-    std::copy_n(embed_.data() + size_t(t) * size_t(e), e, emb.data() + size_t(i) * size_t(e));
-  }
-  if (!project_in_.empty())
-    gemm_f32_nt(emb.data(), project_in_.data(), x.data(), size_t(n), size_t(h), size_t(e));
-  else
-    x = emb;
-  for (int i = 0; i < n; ++i) {
-    const float* p = positions_.data() + size_t(pos0 + i + cfg_.position_offset) * size_t(h);
-    for (int d = 0; d < h; ++d) x[size_t(i) * size_t(h) + size_t(d)] += p[d];
-  }
-
-  const bool pre = cfg_.norm_before;
+  const int h = cfg_.hidden_size, vocab = cfg_.vocab_size, e = embed_dim_;
+  std::vector<float> x(size_t(n) * size_t(h));
+  embed_at(tokens, pos0, x.data());
+  Work w(cfg_, n);
   for (int l = 0; l < cfg_.num_layers; ++l) {
-    const Layer& L = layers_[size_t(l)];
-    // Attention block.
-    const float* in = x.data();
-    if (pre) {
-      layer_norm(L.ln_attn, x.data(), xn.data(), n);
-      in = xn.data();
-    }
-    linear_forward(L.wqkv, in, size_t(n), qkv.data());
-    add_bias(qkv.data(), L.bqkv.data(), n, 3 * h);
-    for (int i = 0; i < n; ++i) {
-      std::copy_n(&qkv[size_t(i) * size_t(3 * h) + size_t(h)], h, s.k_at(l, pos0 + i));
-      std::copy_n(&qkv[size_t(i) * size_t(3 * h) + size_t(2 * h)], h, s.v_at(l, pos0 + i));
-    }
-    causal_attention(qkv.data(), size_t(3 * h), s, l, n, pos0, {cfg_.num_heads, cfg_.num_heads, cfg_.head_dim, 0},
-                     att.data(), size_t(h));
-    linear_forward(L.wo, att.data(), size_t(n), x.data(), /*accumulate=*/true);
-    add_bias(x.data(), L.bo.data(), n, h);
-    if (!pre) {
-      layer_norm(L.ln_attn, x.data(), tmp.data(), n);
-      x.swap(tmp);
-    }
-    // MLP block.
-    in = x.data();
-    if (pre) {
-      layer_norm(L.ln_mlp, x.data(), xn.data(), n);
-      in = xn.data();
-    }
-    linear_forward(L.w1, in, size_t(n), mid.data());
-    default_thread_pool().parallel_for(size_t(n), [&](size_t b, size_t end, int) {
-      for (size_t i = b; i < end; ++i)
-        for (int d = 0; d < inner; ++d) {
-          float& v = mid[i * size_t(inner) + size_t(d)];
-          v = activate(v + L.b1[size_t(d)], cfg_.activation);
-        }
-    });
-    linear_forward(L.w2, mid.data(), size_t(n), x.data(), /*accumulate=*/true);
-    add_bias(x.data(), L.b2.data(), n, h);
-    if (!pre) {
-      layer_norm(L.ln_mlp, x.data(), tmp.data(), n);
-      x.swap(tmp);
-    }
+    layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);
     check_finite_activations(x.data(), n, h, pos0, layer_prefix_, l);
   }
   s.advance(n);
@@ -201,10 +373,12 @@ void GptModel::forward(Session& session, std::span<const int32_t> tokens, float*
   const size_t first = all_rows ? 0 : size_t(n - 1), rows = size_t(n) - first;
   const float* out = x.data() + first * size_t(h);
   if (!final_norm_.weight.empty()) {
-    layer_norm(final_norm_, x.data(), xn.data(), n);
-    out = xn.data() + first * size_t(h);
+    layer_norm(final_norm_, x.data(), w.xn.data(), n);
+    out = w.xn.data() + first * size_t(h);
   }
+  std::vector<float> emb;
   if (!project_out_.empty()) {
+    emb.resize(rows * size_t(e));
     gemm_f32_nt(out, project_out_.data(), emb.data(), rows, size_t(e), size_t(h));
     out = emb.data();
   }

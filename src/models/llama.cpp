@@ -78,30 +78,21 @@ void LlamaModel::load_linears(Layer& L, int l, const WeightStore& store) const {
 LlamaModel::Layer& LlamaModel::layer(int l) const {
   if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
   Layer& L = layers_[size_t(l)];
-  switch (state_[size_t(l)]) {
-    case LayerState::loaded: break;
-    case LayerState::released:
-      fail("model.layers.{}: released after the layer-by-layer pipeline passed it; it cannot run again", l);
-    case LayerState::lazy: {
-      load_linears(L, l, *lazy_);
-      // The float32 copies hold everything: drop the checkpoint's pages of these tensors from memory.
-      for (const char* t : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
-        lazy_->store().release(fmt::format("model.layers.{}.{}.weight", l, t));
-      state_[size_t(l)] = LayerState::loaded;
-    }
-  }
+  std::vector<std::string> tensors;
+  for (const char* t : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                        "mlp.up_proj", "mlp.down_proj"})
+    tensors.push_back(fmt::format("model.layers.{}.{}.weight", l, t));
+  lazy_.use(l, "model.layers.", tensors, [&](const WeightStore& store) { load_linears(L, l, store); });
   return L;
 }
 
 void LlamaModel::release_layer(int l) {
-  if (!lazy_ || l < 0 || l >= cfg_.num_layers) return;
+  if (!lazy_.release(l)) return;
   Layer& L = layers_[size_t(l)];
   L.wqkv = {};
   L.wo = {};
   L.w_gate_up = {};
   L.w_down = {};
-  state_[size_t(l)] = LayerState::released;
 }
 
 LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store, bool lazy_layers) : cfg_(std::move(config)) {
@@ -131,11 +122,7 @@ LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store, bool lazy_l
     if (cfg_.mlp_bias) fail("{}: mlp_bias = true is not supported yet", cfg_.path.string());
     if (!lazy_layers) load_linears(L, l, store);
   }
-  state_.assign(size_t(cfg_.num_layers), lazy_layers ? LayerState::lazy : LayerState::loaded);
-  if (lazy_layers) {
-    lazy_.emplace(store);
-    lazy_->set_packed(false);  // float32 copies, for the pipeline to read and replace
-  }
+  lazy_ = LazyLayers(cfg_.num_layers, store, lazy_layers);
 }
 
 uint64_t LlamaModel::weight_bytes() const {
@@ -293,17 +280,17 @@ std::optional<CausalLM::InputProducer> LlamaModel::input_producer(const std::str
   if (std::sscanf(name.c_str(), "model.layers.%d.", &l) != 1 || l < 0 || l >= cfg_.num_layers) return std::nullopt;
   const std::string p = fmt::format("model.layers.{}.", l), suffix = name.substr(std::min(name.size(), p.size()));
   if (suffix == "self_attn.q_proj.weight" || suffix == "self_attn.k_proj.weight" || suffix == "self_attn.v_proj.weight")
-    return InputProducer{p + "input_layernorm.weight", false, {}};
+    return InputProducer::norm(p + "input_layernorm.weight");
   if (suffix == "mlp.gate_proj.weight" || suffix == "mlp.up_proj.weight")
-    return InputProducer{p + "post_attention_layernorm.weight", false, {}};
-  if (suffix == "mlp.down_proj.weight") return InputProducer{p + "mlp.up_proj.weight", true, {}};
+    return InputProducer::norm(p + "post_attention_layernorm.weight");
+  if (suffix == "mlp.down_proj.weight") return InputProducer::linear_rows(p + "mlp.up_proj.weight");
   if (suffix == "self_attn.o_proj.weight" && layers_[size_t(l)].bqkv.empty()) {  // (a value bias would need it too)
     // o_proj reads the value heads, each repeated for the query heads of its group (GQA).
     const int hd = cfg_.head_dim, rep = cfg_.num_heads / cfg_.num_kv_heads;
     std::vector<int> tie(size_t(cfg_.num_heads * hd));
     for (int h = 0; h < cfg_.num_heads; ++h)
       for (int d = 0; d < hd; ++d) tie[size_t(h * hd + d)] = (h / rep) * hd + d;
-    return InputProducer{p + "self_attn.v_proj.weight", true, std::move(tie)};
+    return InputProducer::linear_rows(p + "self_attn.v_proj.weight", {}, 0, 0, std::move(tie));
   }
   return std::nullopt;
 }

@@ -22,9 +22,9 @@ std::optional<CausalLM::InputProducer> CausalLM::input_producer(const std::strin
 
 std::unique_ptr<CausalLM> load_causal_lm_layerwise(const std::filesystem::path& dir) {
   ModelConfig cfg = load_config(dir);
-  if (cfg.family != ModelFamily::Llama)
-    fail("{}: calibrated quantization (layer by layer) is not available for {} yet", dir.string(), cfg.architecture);
   WeightStore weights(dir);  // embeddings used where mapped; layers as float32 when first used
+  if (cfg.family == ModelFamily::GPT2 || cfg.family == ModelFamily::OPT)
+    return std::make_unique<GptModel>(std::move(cfg), weights, /*lazy_layers=*/true);
   return std::make_unique<LlamaModel>(std::move(cfg), weights, /*lazy_layers=*/true);
 }
 

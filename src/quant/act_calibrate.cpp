@@ -104,8 +104,7 @@ ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std:
   for (int l = 0; l < layers; ++l) {
     // 1. Per-column max |x| from the float layer.
     std::vector<ActInput> acc = observe_inputs(model, l, x, windows, false, opt.outlier_threshold);
-    std::set<std::string> touched;
-    std::map<std::string, std::vector<float>> col_scale, row_scale;  // what the folds did to each weight
+    LayerFolds folds;
     std::vector<std::vector<int32_t>> outlier_cols(acc.size());
     const size_t first_input = out.inputs.size();
     bool any_static = false;
@@ -126,11 +125,7 @@ ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std:
       const auto producer = model.input_producer(a.names.front());
       if (opt.smooth_alpha >= 0 && any_quantized && all_static && producer) {
         const std::vector<float> s = smooth_scales(model, a, *producer, opt.smooth_alpha);
-        const std::vector<float> s_cols = fold_input_scales(model, a.names, *producer, s);
-        for (const std::string& name : a.names) col_scale[name] = s_cols;
-        if (producer->rows) row_scale[producer->tensor] = s;
-        touched.insert(a.names.begin(), a.names.end());
-        touched.insert(producer->tensor);
+        folds.fold(model, a.names, *producer, s);
         report.smooth_min = *std::min_element(s.begin(), s.end());
         report.smooth_max = *std::max_element(s.begin(), s.end());
       }
@@ -161,15 +156,12 @@ ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std:
         find_format(scheme->format).dequantize(t.quantized, deq.data());
         model.replace_weight(name, deq);
         // In the input's terms: Q(diag(1/r) W diag(c)) diag(1/c) with rows × r.
-        if (auto c = col_scale.find(name); c != col_scale.end())
-          for (size_t i = 0; i < deq.size(); ++i) deq[i] /= c->second[i % size_t(cols)];
-        if (auto r = row_scale.find(name); r != row_scale.end())
-          for (size_t i = 0; i < deq.size(); ++i) deq[i] *= r->second[i / size_t(cols)];
+        folds.to_input_terms(name, deq, cols);
+        folds.quantized(name);
         t.dequantized = std::move(deq);
         out.quantized[name] = std::move(t);
-        touched.erase(name);
       }
-    for (const std::string& name : touched) out.folded[name] = model.weight(name);
+    folds.collect(model, out.folded);
     // 5. Static scales from the observer, on the inputs of the layer as quantized.
     if (any_static) {
       const std::vector<ActInput> seen = observe_inputs(model, l, x, windows, true, opt.outlier_threshold);

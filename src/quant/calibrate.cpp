@@ -171,13 +171,40 @@ std::map<std::string, GptqResult> gptq_layerwise(
   return out;
 }
 
-std::vector<float> fold_input_scales(CausalLM& model, const std::vector<std::string>& readers,
-                                     const CausalLM::InputProducer& producer, const std::vector<float>& s) {
+namespace {
+
+// Divides the producer's channels (and its bias) by s. Returns the scale of each row of the
+// producer's tensor (1 outside its channels) for a linear producer, nothing for a norm.
+std::vector<float> fold_into_producer(CausalLM& model, const CausalLM::InputProducer& producer,
+                                      const std::vector<float>& s) {
   std::vector<float> p = model.weight(producer.tensor);
-  const size_t width = producer.rows ? p.size() / std::max<size_t>(1, s.size()) : 1;
-  if (s.empty() || p.size() != s.size() * width) fail("fold: '{}' does not produce {} channels", producer.tensor, s.size());
-  for (size_t i = 0; i < p.size(); ++i) p[i] /= s[i / width];
+  const size_t n = s.size(), first = size_t(std::max<int64_t>(0, producer.first));
+  const size_t width = !producer.rows       ? 1
+                       : producer.width > 0 ? size_t(producer.width)
+                                            : p.size() / std::max<size_t>(1, n);
+  const bool whole = producer.width == 0 && producer.first == 0;  // the tensor is exactly the channels
+  if (n == 0 || width == 0 || (first + n) * width > p.size() || (whole && p.size() != n * width))
+    fail("fold: '{}' does not produce {} channels", producer.tensor, n);
+  for (size_t i = 0; i < n * width; ++i) p[first * width + i] /= s[i / width];
   model.replace_weight(producer.tensor, p);
+  if (!producer.bias.empty()) {
+    std::vector<float> b = model.weight(producer.bias);
+    if (first + n > b.size())
+      fail("fold: bias '{}' has {} elements, not channels {}..{}", producer.bias, b.size(), first, first + n - 1);
+    for (size_t i = 0; i < n; ++i) b[first + i] /= s[i];
+    model.replace_weight(producer.bias, b);
+  }
+  std::vector<float> row_scale;
+  if (producer.rows) {
+    row_scale.assign(p.size() / width, 1.0f);
+    std::copy(s.begin(), s.end(), row_scale.begin() + std::ptrdiff_t(first));
+  }
+  return row_scale;
+}
+
+// Multiplies the readers' columns by s (through the producer's tie); returns s per input column.
+std::vector<float> scale_reader_columns(CausalLM& model, const std::vector<std::string>& readers,
+                                        const CausalLM::InputProducer& producer, const std::vector<float>& s) {
   std::vector<float> s_cols;
   for (const std::string& name : readers) {
     std::vector<float> w = model.weight(name);
@@ -195,6 +222,44 @@ std::vector<float> fold_input_scales(CausalLM& model, const std::vector<std::str
   return s_cols;
 }
 
+void multiply_into(std::vector<float>& acc, const std::vector<float>& s) {
+  if (acc.empty()) acc.assign(s.size(), 1.0f);
+  if (acc.size() != s.size()) fail("fold: {} scales for a tensor folded with {} before", s.size(), acc.size());
+  for (size_t i = 0; i < s.size(); ++i) acc[i] *= s[i];
+}
+
+}  // namespace
+
+std::vector<float> fold_input_scales(CausalLM& model, const std::vector<std::string>& readers,
+                                     const CausalLM::InputProducer& producer, const std::vector<float>& s) {
+  fold_into_producer(model, producer, s);
+  return scale_reader_columns(model, readers, producer, s);
+}
+
+std::vector<float> LayerFolds::fold(CausalLM& model, const std::vector<std::string>& readers,
+                                    const CausalLM::InputProducer& producer, const std::vector<float>& s) {
+  const std::vector<float> rows = fold_into_producer(model, producer, s);
+  std::vector<float> s_cols = scale_reader_columns(model, readers, producer, s);
+  for (const std::string& name : readers) multiply_into(col_scale_[name], s_cols);
+  if (producer.rows) multiply_into(row_scale_[producer.tensor], rows);
+  touched_.insert(readers.begin(), readers.end());
+  touched_.insert(producer.tensor);
+  if (!producer.bias.empty()) touched_.insert(producer.bias);
+  return s_cols;
+}
+
+void LayerFolds::to_input_terms(const std::string& name, std::vector<float>& w, int64_t cols) const {
+  if (auto c = col_scale_.find(name); c != col_scale_.end())
+    for (size_t i = 0; i < w.size(); ++i) w[i] /= c->second[i % size_t(cols)];
+  if (auto r = row_scale_.find(name); r != row_scale_.end())
+    for (size_t i = 0; i < w.size(); ++i) w[i] *= r->second[i / size_t(cols)];
+}
+
+void LayerFolds::collect(const CausalLM& model, std::map<std::string, std::vector<float>>& folded) const {
+  for (const std::string& name : touched_)
+    if (!quantized_.count(name)) folded[name] = model.weight(name);
+}
+
 AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
                            const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for,
                            const GptqOptions& rounding, const AwqOptions& opt, bool progress) {
@@ -210,8 +275,7 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
     std::map<int, InputStats> acc = gather_inputs(model, l, x, windows, tokens, -1, inputs);
     // 2. Per input: the α search on the quantized readers, then the scales applied to every reader's
     //    columns and folded into the producer; H becomes that of the scaled input, diag(s)⁻¹ H diag(s)⁻¹.
-    std::set<std::string> touched;
-    std::map<std::string, std::vector<float>> col_scale, row_scale;  // what the folds did to each weight
+    LayerFolds folds;
     for (auto& [k, a] : acc) {
       std::vector<std::string> quantized;
       for (const std::string& name : a.names)
@@ -236,11 +300,7 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
         m = std::move(sum);
       }
       AwqScales sc = awq_search(views, a.cols, m, producer->tie, a.h, scheme.format, scheme.spec, opt);
-      const std::vector<float> s_cols = fold_input_scales(model, a.names, *producer, sc.s);  // every reader
-      for (const std::string& name : a.names) col_scale[name] = s_cols;
-      if (producer->rows) row_scale[producer->tensor] = sc.s;
-      touched.insert(a.names.begin(), a.names.end());
-      touched.insert(producer->tensor);
+      const std::vector<float> s_cols = folds.fold(model, a.names, *producer, sc.s);  // every reader
       for (int i = 0; i < a.cols; ++i)
         for (int j = 0; j < a.cols; ++j) a.h[size_t(i) * size_t(a.cols) + size_t(j)] /= double(s_cols[size_t(i)]) * double(s_cols[size_t(j)]);
       out.searches.push_back({a.names.front(), sc.alpha, sc.loss, sc.loss_plain});
@@ -248,14 +308,11 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
     // 3. The scaled weights rounded (grids searched, weighted by the scaled inputs' mean squares).
     round_readers(model, acc, scheme_for, rounding, [&](const std::string& name, GptqResult&& r, int cols) {
       // Reported in the input's terms: the folds undone, Q(W diag(s)) diag(s)⁻¹ with rows × their fold.
-      if (auto c = col_scale.find(name); c != col_scale.end())
-        for (size_t i = 0; i < r.dequantized.size(); ++i) r.dequantized[i] /= c->second[i % size_t(cols)];
-      if (auto rs = row_scale.find(name); rs != row_scale.end())
-        for (size_t i = 0; i < r.dequantized.size(); ++i) r.dequantized[i] *= rs->second[i / size_t(cols)];
+      folds.to_input_terms(name, r.dequantized, cols);
+      folds.quantized(name);
       out.quantized.emplace(name, std::move(r));
-      touched.erase(name);
     });
-    for (const std::string& name : touched) out.folded[name] = model.weight(name);  // float tensors that changed
+    folds.collect(model, out.folded);  // float tensors that changed
     advance_inputs(model, l, x, windows);
     model.release_layer(l);
     bar.update(size_t(l + 1), fmt::format("layer {}", l));

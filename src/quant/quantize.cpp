@@ -184,8 +184,11 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
                  "(--override '{}=int8')",
                  r.name, r.scheme, r.name);
           if (auto c = calibrated.find(r.name); c != calibrated.end()) {
-            if (r.transposed) fail("'{}': calibrated quantization of [in, out] weights is not supported yet", r.name);
+            // The pipeline's weights are [out, in] (the model's layout), as `w` is here.
             quantized[i] = std::move(c->second.quantized);
+            if (quantized[i].rows != rows || quantized[i].cols != cols)
+              fail("'{}': calibrated weight is {} x {}, expected {} x {}", r.name, quantized[i].rows, quantized[i].cols,
+                   rows, cols);
           } else if (opt.method == "hqq") {
             if (s.format != "affine")
               fail("--method hqq: scheme '{}' for '{}' is {}, not affine (HQQ searches zero points)", r.scheme, r.name,
@@ -230,6 +233,13 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       TensorView v = weights.store().get(r.name);
       if (auto f = folded.find(r.name); f != folded.end()) {  // changed by AWQ's / SmoothQuant's folds: float32
         if (f->second.size() != size_t(r.numel())) fail("folds: '{}' changed size", r.name);
+        if (stored_in_out(architecture, r.name) && r.shape.size() == 2) {  // the model's [out, in] back to [in, out]
+          const int64_t in_rows = r.shape[0], out_cols = r.shape[1];
+          std::vector<float> t(f->second.size());
+          for (int64_t a = 0; a < out_cols; ++a)
+            for (int64_t b = 0; b < in_rows; ++b) t[size_t(b * out_cols + a)] = f->second[size_t(a * in_rows + b)];
+          f->second.swap(t);
+        }
         writer.add(r.name, DType::F32, v.info->shape, f->second.data(), f->second.size() * sizeof(float));
         report.bytes_out += f->second.size() * sizeof(float) - r.bytes_out;
         r.bytes_out = f->second.size() * sizeof(float);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lowbit/formats/weights.h"
+#include "lowbit/models/lazy_layers.h"
 #include "lowbit/models/model.h"
 
 namespace lowbit {
@@ -66,9 +67,7 @@ class LlamaModel : public CausalLM {
   std::vector<float> final_norm_;
   std::vector<float> inv_freq_;  // [head_dim / 2] RoPE frequencies
   mutable std::vector<Layer> layers_;  // mutable: lazily loaded layers (a cache of the file)
-  std::optional<WeightStore> lazy_;    // lazy_layers: the checkpoint, read as float32
-  enum class LayerState : uint8_t { loaded, lazy, released };
-  mutable std::vector<LayerState> state_;
+  mutable LazyLayers lazy_;            // lazy_layers: the checkpoint, read as float32
 };
 
 }  // namespace lowbit

@@ -64,10 +64,31 @@ class CausalLM {
   // folded into it (AWQ): a norm's weight (its elements divided) or a linear weight (its rows
   // divided), both readable and replaceable through weight() / replace_weight(). tie[c]: the
   // producer's channel of input column c (empty: the same index). nullopt: nothing to fold into.
+  // first / width: the producer's channels are rows first.. of `tensor` ([rows][width]; width 0: the
+  // tensor holds exactly the producer's rows), e.g. the value rows of GPT-2's fused q/k/v weight.
+  // bias: a bias the producer adds after `tensor`, divided with it (its elements first..), or empty.
   struct InputProducer {
     std::string tensor;
     bool rows = false;
     std::vector<int> tie;
+    int64_t first = 0, width = 0;
+    std::string bias;
+
+    static InputProducer norm(std::string tensor, std::string bias = {}) {
+      InputProducer p;
+      p.tensor = std::move(tensor);
+      p.bias = std::move(bias);
+      return p;
+    }
+    static InputProducer linear_rows(std::string tensor, std::string bias = {}, int64_t first = 0, int64_t width = 0,
+                                     std::vector<int> tie = {}) {
+      InputProducer p = norm(std::move(tensor), std::move(bias));
+      p.rows = true;
+      p.first = first;
+      p.width = width;
+      p.tie = std::move(tie);
+      return p;
+    }
   };
   virtual std::optional<InputProducer> input_producer(const std::string& linear_name) const;
   // The pipeline is done with layer `layer` (its outputs computed): a model loaded layer by layer

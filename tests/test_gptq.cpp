@@ -2,7 +2,10 @@
 // nearest; on correlated inputs its output error ‖WX - ŴX‖ is below RTN's; the layer-by-layer
 // pipeline quantizes a real model and beats RTN on held-out text.
 #include <algorithm>
+#include <filesystem>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/file.h"
@@ -209,24 +212,28 @@ TEST(Gptq, LayerwiseOnStories260KBeatsRtn) {
 
 // load_causal_lm_layerwise reads each layer's weights when the layer is first used and computes what
 // the whole float model computes; a released layer refuses to run again.
-TEST(Layerwise, LayersLoadWhenUsedAndAreReleased) {
-  const auto dir = test::model_dir("stories260K/hf");
+void expect_lazy_layers_match(const std::filesystem::path& dir, const std::vector<int32_t>& ids,
+                              const std::string& probe, const std::string& layer1) {
   auto lazy = load_causal_lm_layerwise(dir);
   auto full = load_causal_lm(dir, /*packed=*/false);
-  const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 64, 9, 260};
   const int hidden = lazy->config().hidden_size, n = int(ids.size());
   std::vector<float> a(size_t(n * hidden)), b(a.size());
   lazy->embed(ids, a.data());
   full->embed(ids, b.data());
-  EXPECT_EQ(lazy->weight("model.layers.3.mlp.down_proj.weight"), full->weight("model.layers.3.mlp.down_proj.weight"));
+  EXPECT_EQ(lazy->weight(probe), full->weight(probe));
   for (int l = 0; l < lazy->config().num_layers; ++l) {
     lazy->run_layer(l, a.data(), n, nullptr);
     full->run_layer(l, b.data(), n, nullptr);
     lazy->release_layer(l);
   }
   EXPECT_EQ(a, b);
-  test::expect_error([&] { lazy->run_layer(2, a.data(), n, nullptr); }, {"model.layers.2", "released"});
-  test::expect_error([&] { (void)lazy->weight("model.layers.0.self_attn.q_proj.weight"); }, {"model.layers.0", "released"});
+  test::expect_error([&] { lazy->run_layer(1, a.data(), n, nullptr); }, {layer1, "released"});
+  test::expect_error([&] { (void)lazy->weight(probe); }, {"released"});
+}
+
+TEST(Layerwise, LayersLoadWhenUsedAndAreReleased) {
+  expect_lazy_layers_match(test::model_dir("stories260K/hf"), {1, 403, 407, 261, 378, 64, 9, 260},
+                           "model.layers.3.mlp.down_proj.weight", "model.layers.1");
 }
 
 // GPT-2 (Conv1D weights stored [in, out]) layer by layer: the lazy model computes what the float
@@ -234,23 +241,8 @@ TEST(Layerwise, LayersLoadWhenUsedAndAreReleased) {
 // their outputs keep the [in, out] layout (transposed quantization) and AWQ's folds are written float32.
 TEST(Layerwise, Gpt2LazyLayersAndCalibratedMethodsBeatRtn) {
   const auto in = test::model_dir("gpt2-7m-wiki");
-  {
-    auto lazy = load_causal_lm_layerwise(in);
-    auto full = load_causal_lm(in, /*packed=*/false);
-    const std::vector<int32_t> ids = {464, 2068, 7586, 2183, 1804, 625, 262, 1693};
-    const int hidden = lazy->config().hidden_size, n = int(ids.size());
-    std::vector<float> a(size_t(n * hidden)), b(a.size());
-    lazy->embed(ids, a.data());
-    full->embed(ids, b.data());
-    EXPECT_EQ(lazy->weight("transformer.h.1.mlp.c_fc.weight"), full->weight("transformer.h.1.mlp.c_fc.weight"));
-    for (int l = 0; l < lazy->config().num_layers; ++l) {
-      lazy->run_layer(l, a.data(), n, nullptr);
-      full->run_layer(l, b.data(), n, nullptr);
-      lazy->release_layer(l);
-    }
-    EXPECT_EQ(a, b);
-    test::expect_error([&] { lazy->run_layer(1, a.data(), n, nullptr); }, {"transformer.h.1", "released"});
-  }
+  expect_lazy_layers_match(in, {464, 2068, 7586, 2183, 1804, 625, 262, 1693}, "transformer.h.1.mlp.c_fc.weight",
+                           "transformer.h.1");
   const auto root = test::temp_dir("gptq-gpt2");
   QuantizeOptions opt;
   opt.scheme = "int3@64";

@@ -1,6 +1,7 @@
 #include <cstring>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/file.h"
 #include "lowbit/io/safetensors.h"
 #include "test_util.h"
 
@@ -53,6 +54,28 @@ TEST(Safetensors, RoundTripThroughWriter) {
   expect_error([&] { store.load_f32("a", {3, 2}); }, {"model.safetensors", "'a'", "[2, 3]", "[3, 2]"});
   expect_error([&] { store.load_f32("c"); }, {"'c'", "I8"});
   expect_error([&] { store.get("missing"); }, {"missing tensor 'missing'"});
+}
+
+// A writer that spills its tensors to a scratch file writes the same bytes as one that holds them
+// (also tensors larger than its 16 MB copy pieces), and leaves nothing else behind.
+TEST(Safetensors, SpilledWriterWritesTheSameFile) {
+  auto dir = test::temp_dir("spill");
+  std::vector<uint8_t> big((size_t(17) << 20) + 5);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = uint8_t(i * 7 + (i >> 20));
+  std::vector<float> a = {1, 2, 3};
+  for (const bool spill : {false, true}) {
+    SafetensorsWriter w;
+    if (spill) w.spill_to(dir);
+    w.add("a", DType::F32, {3}, a.data(), a.size() * 4);
+    w.add("big", DType::U8, {int64_t(big.size())}, big.data(), big.size());
+    w.add("empty", DType::U8, {0}, nullptr, 0);
+    w.set_metadata("format", "pt");
+    w.write(dir / (spill ? "spilled.safetensors" : "held.safetensors"));
+  }
+  EXPECT_EQ(read_file(dir / "spilled.safetensors"), read_file(dir / "held.safetensors"));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 2);
+  SafetensorsWriter w;
+  expect_error([&] { w.spill_to(dir / "no-such-folder"); }, {"no-such-folder", "scratch file"});
 }
 
 TEST(Safetensors, ReadsRealCheckpoint) {

@@ -1,7 +1,12 @@
 #include "lowbit/io/safetensors.h"
 #include "lowbit/io/json.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "lowbit/core/error.h"
@@ -234,18 +239,48 @@ size_t checked_entry_bytes(const Entries& entries, const std::string& name, DTyp
 
 }  // namespace
 
+SafetensorsWriter::~SafetensorsWriter() {
+  if (spill_fd_ >= 0) ::close(spill_fd_);
+}
+
+void SafetensorsWriter::spill_to(const std::filesystem::path& dir) {
+  if (spill_fd_ >= 0) return;
+  const std::filesystem::path d = dir.empty() ? std::filesystem::path(".") : dir;
+  spill_fd_ = ::open(d.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (spill_fd_ < 0) {  // file systems without O_TMPFILE: a named file, unlinked at once
+    std::string tmpl = (d / ".lowbit-spill-XXXXXX").string();
+    spill_fd_ = ::mkostemp(tmpl.data(), O_CLOEXEC);
+    if (spill_fd_ >= 0) ::unlink(tmpl.c_str());
+  }
+  if (spill_fd_ < 0) fail("{}: cannot create a scratch file for the output tensors: {}", d.string(), std::strerror(errno));
+  spill_dir_ = d;
+}
+
 void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
                             size_t bytes) {
   const size_t want = checked_entry_bytes(entries_, name, dtype, shape);
   if (want != bytes) fail("safetensors writer: tensor '{}': shape needs {} bytes, got {}", name, want, bytes);
   const auto* p = static_cast<const uint8_t*>(data);
-  entries_.push_back(Entry{name, dtype, std::move(shape), std::vector<uint8_t>(p, p + bytes), bytes, {}});
+  if (spill_fd_ < 0) {
+    entries_.push_back(Entry{name, dtype, std::move(shape), std::vector<uint8_t>(p, p + bytes), bytes, {}, -1});
+    return;
+  }
+  for (size_t done = 0; done < bytes;) {
+    const ssize_t n = ::pwrite(spill_fd_, p + done, bytes - done, off_t(spill_size_ + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      fail("{}: writing tensor '{}' to the scratch file failed: {}", spill_dir_.string(), name,
+           n < 0 ? std::strerror(errno) : "no space written");
+    done += size_t(n);
+  }
+  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, {}, int64_t(spill_size_)});
+  spill_size_ += bytes;
 }
 
 void SafetensorsWriter::add_generated(const std::string& name, DType dtype, std::vector<int64_t> shape,
                                       std::function<void(uint8_t*, size_t)> fill) {
   const size_t bytes = checked_entry_bytes(entries_, name, dtype, shape);
-  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, std::move(fill)});
+  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, std::move(fill), -1});
 }
 
 void SafetensorsWriter::write(const std::filesystem::path& path) const {
@@ -265,7 +300,22 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   AtomicFileWriter w(path);
   w.write(len, 8);
   w.write(text);
+  std::vector<uint8_t> chunk;
   for (const auto& e : entries_) {
+    if (e.spill_offset >= 0) {  // copied back from the scratch file in pieces of up to 16 MB
+      chunk.resize(std::min<size_t>(e.size, size_t(16) << 20));
+      for (size_t done = 0; done < e.size;) {
+        const size_t want = std::min(chunk.size(), e.size - done);
+        const ssize_t n = ::pread(spill_fd_, chunk.data(), want, off_t(uint64_t(e.spill_offset) + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+          fail("{}: reading tensor '{}' back from the scratch file failed: {}", spill_dir_.string(), e.name,
+               n < 0 ? std::strerror(errno) : "unexpected end");
+        w.write(chunk.data(), size_t(n));
+        done += size_t(n);
+      }
+      continue;
+    }
     if (!e.fill) {
       w.write(e.bytes.data(), e.bytes.size());
       continue;

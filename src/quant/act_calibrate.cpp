@@ -91,7 +91,8 @@ std::vector<float> smooth_scales(CausalLM& model, const ActInput& a, const Causa
 }  // namespace
 
 ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
-                                         const SchemeFor& scheme_for, const ActivationOptions& opt, bool progress) {
+                                         const SchemeFor& scheme_for, const ActivationOptions& opt, bool progress,
+                                         const TensorSink& sink) {
   if (opt.smooth_alpha > 1) fail("--smooth {}: SmoothQuant's α must lie in [0, 1]", opt.smooth_alpha);
   if (!(opt.outlier_threshold > 0)) fail("--outlier-threshold {}: expected a positive |x|", opt.outlier_threshold);
   if (!(opt.outlier_fraction >= 0 && opt.outlier_fraction <= 1))
@@ -177,7 +178,14 @@ ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std:
           }
       }
     }
-    // 6. The quantized layer's outputs feed the next layer.
+    // 6. This layer's weights handed over; the quantized layer's outputs feed the next layer.
+    if (sink)
+      for (const ActInput& a : acc)
+        for (const std::string& name : a.names)
+          if (auto t = out.quantized.find(name); t != out.quantized.end()) {
+            sink({name, std::move(t->second.quantized), std::move(t->second.dequantized), t->second.act_scale});
+            out.quantized.erase(t);
+          }
     advance_inputs(model, l, x, windows);
     model.release_layer(l);
     bar.update(size_t(l + 1), fmt::format("layer {}", l));

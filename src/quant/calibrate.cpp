@@ -145,7 +145,7 @@ void round_readers(CausalLM& model, const std::map<int, InputStats>& acc, const 
 std::map<std::string, GptqResult> gptq_layerwise(
     CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
     const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for, const GptqOptions& opt,
-    bool progress) {
+    bool progress, const TensorSink& sink) {
   int64_t tokens = 0;
   std::vector<std::vector<float>> x = embed_windows(model, windows, tokens);
   const int layers = model.config().num_layers;
@@ -160,7 +160,10 @@ std::map<std::string, GptqResult> gptq_layerwise(
       std::map<int, InputStats> acc = gather_inputs(model, l, x, windows, tokens, opt.true_sequential ? stage : -1, inputs);
       round_readers(model, acc, scheme_for, opt, [&](const std::string& name, GptqResult&& r, int) {
         std::vector<float>().swap(r.dequantized);  // in the model now (and `= {}` would keep the capacity)
-        out.emplace(name, std::move(r));
+        if (sink)
+          sink({name, std::move(r.quantized), {}, 0.0f});
+        else
+          out.emplace(name, std::move(r));
       });
       if (!opt.true_sequential || stage + 1 >= inputs) break;
     }
@@ -262,7 +265,8 @@ void LayerFolds::collect(const CausalLM& model, std::map<std::string, std::vecto
 
 AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
                            const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for,
-                           const GptqOptions& rounding, const AwqOptions& opt, bool progress) {
+                           const GptqOptions& rounding, const AwqOptions& opt, bool progress,
+                           const TensorSink& sink) {
   int64_t tokens = 0;
   std::vector<std::vector<float>> x = embed_windows(model, windows, tokens);
   const int layers = model.config().num_layers;
@@ -310,7 +314,10 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
       // Reported in the input's terms: the folds undone, Q(W diag(s)) diag(s)⁻¹ with rows × their fold.
       folds.to_input_terms(name, r.dequantized, cols);
       folds.quantized(name);
-      out.quantized.emplace(name, std::move(r));
+      if (sink)
+        sink({name, std::move(r.quantized), std::move(r.dequantized), 0.0f});
+      else
+        out.quantized.emplace(name, std::move(r));
     });
     folds.collect(model, out.folded);  // float tensors that changed
     advance_inputs(model, l, x, windows);

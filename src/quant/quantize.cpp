@@ -80,11 +80,88 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     if (scheme) r.scheme = *scheme;
   }
 
+  // The output file. Calibrated weights are written as their layer finishes, to a scratch file
+  // beside OUT (SafetensorsWriter::spill_to), so memory does not grow with the output.
+  SafetensorsWriter writer;
+  writer.set_metadata("format", "pt");
+  writer.set_metadata("lowbit.format_version", "1");
+  std::map<std::string, size_t> index_of;
+  for (size_t i = 0; i < tensors.size(); ++i) index_of[tensors[i].name] = i;
+  std::vector<char> written(tensors.size(), 0);  // calibrated: already in the writer
+
+  // The input weight as the quantizers see it: float32 [out, in] (GPT-2's [in, out] Conv1D transposed).
+  auto load_weight = [&](TensorReport& r, int64_t& rows, int64_t& cols) {
+    std::vector<float> w = weights.load_f32(r.name);  // refuses NaN / Inf, naming the element
+    weights.store().release(r.name);  // copied: its pages need not stay in memory (large models)
+    rows = r.shape[0];
+    cols = r.shape[1];
+    if (stored_in_out(architecture, r.name)) {  // quantize [out, in] so groups run along the inputs
+      std::vector<float> t(w.size());
+      for (int64_t a = 0; a < rows; ++a)
+        for (int64_t b = 0; b < cols; ++b) t[size_t(b * rows + a)] = w[size_t(a * cols + b)];
+      w.swap(t);
+      std::swap(rows, cols);
+      r.transposed = true;
+    }
+    return w;
+  };
+  // Tensor i's metadata and parts into the writer.
+  auto emit = [&](size_t i, const QuantizedTensor& q, bool calibrated, float act_scale) {
+    const TensorReport& r = report.tensors[i];
+    json meta = {{"format", q.format},
+                 {"method", calibrated || opt.method == "hqq" ? opt.method : "rtn"},
+                 {"scheme", r.scheme},
+                 {"bits", q.spec.bits},
+                 {"group", q.spec.group},
+                 {"double_quant", q.spec.double_quant},
+                 {"iterations", q.spec.iterations},
+                 {"shape", r.shape},
+                 {"transposed", r.transposed},
+                 {"dtype", std::string(dtype_name(r.dtype_in))},
+                 {"mse", r.error.mse},
+                 {"sqnr_db", std::isfinite(r.error.sqnr_db) ? r.error.sqnr_db : 999.0},
+                 {"max_abs_err", r.error.max_abs}};
+    if (act_scale > 0) {
+      meta["act_scale"] = act_scale;
+      meta["observer"] = observer_name(opt.act.observer);
+      if (opt.act.smooth_alpha >= 0) meta["smooth_alpha"] = opt.act.smooth_alpha;
+    }
+    if (q.format == "llm-int8") {
+      meta["outlier_threshold"] = opt.act.outlier_threshold;
+      meta["outlier_fraction"] = opt.act.outlier_fraction;
+    }
+    writer.set_metadata(std::string(kQuantMetaPrefix) + r.name, meta.dump());
+    for (const auto& p : q.parts) writer.add(r.name + "." + p.suffix, p.dtype, p.shape, p.bytes.data(), p.bytes.size());
+  };
+  // A weight from a calibrated pipeline: its error against the input measured, then written out.
+  TensorSink take = [&](CalibratedTensor&& t) {
+    auto it = index_of.find(t.name);
+    if (it == index_of.end()) fail("calibration quantized '{}', which {} does not have", t.name, in.string());
+    const size_t i = it->second;
+    TensorReport& r = report.tensors[i];
+    if (r.scheme.empty() || written[i]) fail("calibration: '{}' quantized twice or against the recipe", t.name);
+    const ResolvedScheme s = resolve_scheme(r.scheme, opt.group_size);
+    int64_t rows = 0, cols = 0;
+    const std::vector<float> w = load_weight(r, rows, cols);
+    // The pipeline's weights are [out, in] (the model's layout), as `w` is here.
+    if (t.quantized.rows != rows || t.quantized.cols != cols)
+      fail("'{}': calibrated weight is {} x {}, expected {} x {}", t.name, t.quantized.rows, t.quantized.cols, rows, cols);
+    t.quantized.format = std::string(s.format);
+    t.quantized.spec = s.spec;
+    std::vector<float> back = std::move(t.effective);  // stored W·diag(s): compare the effective weight
+    if (back.empty()) {
+      back.assign(w.size(), NAN);
+      find_format(s.format).dequantize(t.quantized, back.data());
+    }
+    if (back.size() != w.size()) fail("'{}': calibrated weight has {} values, expected {}", t.name, back.size(), w.size());
+    r.error = measure_quant_error(w.data(), back.data(), w.size());
+    r.bytes_out = t.quantized.bytes();
+    emit(i, t.quantized, /*calibrated=*/true, t.act_scale);
+    written[i] = 1;
+  };
+
   // Calibrated methods first: they quantize the linear layers of the float model layer by layer.
-  std::map<std::string, GptqResult> calibrated;
   std::map<std::string, std::vector<float>> folded;  // AWQ, SmoothQuant: float tensors written instead of the input's
-  std::map<std::string, float> act_scales;           // w8a8: each weight's input scale
-  bool input_terms = opt.method == "awq";  // calibrated[...].dequantized is the effective weight (folds undone)
   bool calibrate_activations = false;
   for (const TensorReport& r : report.tensors)
     if (!r.scheme.empty()) {
@@ -102,6 +179,12 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     if (opt.calib.file.empty()) fail("{} needs calibration text (--calib FILE)", what);
     return calibration_windows(*load_tokenizer(in), opt.calib);
   };
+  // The scratch file goes where the output will (same file system, created as make_temp_dir would).
+  auto spill_beside_out = [&] {
+    const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+    fs::create_directories(parent);
+    writer.spill_to(parent);
+  };
   if (calibrate_activations) {
     if (opt.method != "rtn")
       fail("--method {}: w8a8 and llm-int8 calibrate activation scales over round-to-nearest int8 weights; use "
@@ -109,16 +192,12 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
            opt.method);
     auto windows = calibration_windows_for("--scheme " + opt.scheme + " (calibrating the activations)");
     auto model = load_causal_lm_layerwise(in);
-    ActivationLayerwise a = activation_layerwise(*model, windows, scheme_for, opt.act, opt.progress);
+    spill_beside_out();
+    ActivationLayerwise a = activation_layerwise(*model, windows, scheme_for, opt.act, opt.progress, take);
     report.activation_inputs = a.inputs;
-    for (auto& [name, t] : a.quantized) {
-      if (t.act_scale > 0) act_scales[name] = t.act_scale;
-      calibrated.emplace(name, GptqResult{std::move(t.quantized), std::move(t.dequantized)});
-    }
     folded = std::move(a.folded);
     for (const auto& [name, w] : folded)
       if (!weights.has(name)) fail("smoothquant: folded into '{}', which {} does not have", name, in.string());
-    input_terms = true;
   } else if (opt.method == "gptq" || opt.method == "imatrix" || opt.method == "awq") {
     auto windows = calibration_windows_for("--method " + opt.method);
     auto model = load_causal_lm_layerwise(in);
@@ -139,14 +218,14 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       g.act_order = false;
       if (g.clip_steps == 0) g.clip_steps = 20;
     }
+    spill_beside_out();
     if (opt.method == "awq") {
-      AwqLayerwise a = awq_layerwise(*model, windows, uniform_scheme_for, g, opt.awq, opt.progress);
-      calibrated = std::move(a.quantized);
+      AwqLayerwise a = awq_layerwise(*model, windows, uniform_scheme_for, g, opt.awq, opt.progress, take);
       folded = std::move(a.folded);
       for (const auto& [name, w] : folded)
         if (!weights.has(name)) fail("awq: folded into '{}', which {} does not have", name, in.string());
     } else {
-      calibrated = gptq_layerwise(*model, windows, uniform_scheme_for, g, opt.progress);
+      gptq_layerwise(*model, windows, uniform_scheme_for, g, opt.progress, take);
     }
   } else if (opt.method != "rtn" && opt.method != "hqq") {
     fail("unknown method '{}' (expected rtn, hqq, gptq, imatrix or awq)", opt.method);
@@ -162,34 +241,19 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
     for (size_t i = b; i < e; ++i) {
       TensorReport& r = report.tensors[i];
       try {
-        if (!r.scheme.empty()) {
+        if (!r.scheme.empty() && !written[i]) {
           const ResolvedScheme s = resolve_scheme(r.scheme, opt.group_size);
           const QuantSpec& spec = s.spec;
-          std::vector<float> w = weights.load_f32(r.name);  // refuses NaN / Inf, naming the element
-          weights.store().release(r.name);  // copied: its pages need not stay in memory (large models)
-          int64_t rows = r.shape[0], cols = r.shape[1];
-          if (stored_in_out(architecture, r.name)) {  // quantize [out, in] so groups run along the inputs
-            std::vector<float> t(w.size());
-            for (int64_t a = 0; a < rows; ++a)
-              for (int64_t b = 0; b < cols; ++b) t[size_t(b * rows + a)] = w[size_t(a * cols + b)];
-            w.swap(t);
-            std::swap(rows, cols);
-            r.transposed = true;
-          }
+          int64_t rows = 0, cols = 0;
+          std::vector<float> w = load_weight(r, rows, cols);
           const FormatTraits& f = find_format(s.format);
           const std::string_view mode = scheme_activations(s);
-          if ((mode == "static" || mode == "outliers") && !calibrated.count(r.name))
+          if (mode == "static" || mode == "outliers")
             fail("'{}': scheme '{}' quantizes the activations this weight reads, which calibration observes only for "
                  "the linear layers inside the decoder layers; keep it (--keep) or give it a weight-only scheme "
                  "(--override '{}=int8')",
                  r.name, r.scheme, r.name);
-          if (auto c = calibrated.find(r.name); c != calibrated.end()) {
-            // The pipeline's weights are [out, in] (the model's layout), as `w` is here.
-            quantized[i] = std::move(c->second.quantized);
-            if (quantized[i].rows != rows || quantized[i].cols != cols)
-              fail("'{}': calibrated weight is {} x {}, expected {} x {}", r.name, quantized[i].rows, quantized[i].cols,
-                   rows, cols);
-          } else if (opt.method == "hqq") {
+          if (opt.method == "hqq") {
             if (s.format != "affine")
               fail("--method hqq: scheme '{}' for '{}' is {}, not affine (HQQ searches zero points)", r.scheme, r.name,
                    s.format);
@@ -201,13 +265,9 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
           quantized[i].spec = spec;
           std::vector<float> back(w.size(), NAN);
           f.dequantize(quantized[i], back.data());
-          if (input_terms && calibrated.count(r.name)) {  // stored W·diag(s): compare the effective weight
-            const std::vector<float>& eff = calibrated.at(r.name).dequantized;
-            back.assign(eff.begin(), eff.end());
-          }
           r.error = measure_quant_error(w.data(), back.data(), w.size());
           r.bytes_out = quantized[i].bytes();
-        } else {
+        } else if (r.scheme.empty()) {
           r.bytes_out = r.bytes_in;
         }
       } catch (...) {
@@ -220,10 +280,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
   });
   if (first_error) std::rethrow_exception(first_error);
 
-  // Assemble the output under a temporary name beside OUT.
-  SafetensorsWriter writer;
-  writer.set_metadata("format", "pt");
-  writer.set_metadata("lowbit.format_version", "1");
+  // The rest of the output, in the input's order.
   for (size_t i = 0; i < tensors.size(); ++i) {
     TensorReport& r = report.tensors[i];
     report.params += r.numel();
@@ -249,31 +306,8 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       continue;
     }
     report.params_quantized += r.numel();
-    const QuantizedTensor& q = quantized[i];
-    json meta = {{"format", q.format},
-                 {"method", calibrated.count(r.name) || opt.method == "hqq" ? opt.method : "rtn"},
-                 {"scheme", r.scheme},
-                 {"bits", q.spec.bits},
-                 {"group", q.spec.group},
-                 {"double_quant", q.spec.double_quant},
-                 {"iterations", q.spec.iterations},
-                 {"shape", r.shape},
-                 {"transposed", r.transposed},
-                 {"dtype", std::string(dtype_name(r.dtype_in))},
-                 {"mse", r.error.mse},
-                 {"sqnr_db", std::isfinite(r.error.sqnr_db) ? r.error.sqnr_db : 999.0},
-                 {"max_abs_err", r.error.max_abs}};
-    if (auto a = act_scales.find(r.name); a != act_scales.end()) {
-      meta["act_scale"] = a->second;
-      meta["observer"] = observer_name(opt.act.observer);
-      if (opt.act.smooth_alpha >= 0) meta["smooth_alpha"] = opt.act.smooth_alpha;
-    }
-    if (q.format == "llm-int8") {
-      meta["outlier_threshold"] = opt.act.outlier_threshold;
-      meta["outlier_fraction"] = opt.act.outlier_fraction;
-    }
-    writer.set_metadata(std::string(kQuantMetaPrefix) + r.name, meta.dump());
-    for (const auto& p : q.parts) writer.add(r.name + "." + p.suffix, p.dtype, p.shape, p.bytes.data(), p.bytes.size());
+    if (written[i]) continue;
+    emit(i, quantized[i], /*calibrated=*/false, 0.0f);
     quantized[i] = {};  // the writer holds its copy
   }
 

@@ -91,7 +91,16 @@ class TensorStore {
 // Builds a safetensors file; write() goes to a temporary file renamed into place when complete.
 class SafetensorsWriter {
  public:
+  SafetensorsWriter() = default;
+  ~SafetensorsWriter();
+  SafetensorsWriter(const SafetensorsWriter&) = delete;
+  SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
+
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+  // From here on add() writes each tensor's bytes to an unnamed scratch file in `dir` (removed when
+  // the writer goes) instead of holding them: memory stays flat however large the checkpoint
+  // (quantizing a 7B model layer by layer). write() copies them into place.
+  void spill_to(const std::filesystem::path& dir);
   // Copies `data` (which must be numel(shape) * dtype_size(dtype) bytes).
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data, size_t bytes);
   // A tensor whose bytes `fill` writes at write() time (one tensor in memory at a time: for
@@ -108,8 +117,12 @@ class SafetensorsWriter {
     std::vector<uint8_t> bytes;
     size_t size = 0;  // bytes.size(), or what fill writes
     std::function<void(uint8_t*, size_t)> fill;
+    int64_t spill_offset = -1;  // >= 0: the bytes are in the scratch file from here
   };
   std::vector<Entry> entries_;
+  int spill_fd_ = -1;
+  std::filesystem::path spill_dir_;
+  uint64_t spill_size_ = 0;
   std::map<std::string, std::string> metadata_;
 };
 

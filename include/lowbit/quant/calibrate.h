@@ -32,14 +32,26 @@ struct CalibrationOptions {
 // `samples` windows at seeded random offsets of the tokenized file (BOS + ctx-1 tokens with a BOS).
 std::vector<std::vector<int32_t>> calibration_windows(const Tokenizer& tok, const CalibrationOptions& opt);
 
+// A weight quantized by a layer-by-layer pipeline, handed over when its layer is done.
+struct CalibratedTensor {
+  std::string name;
+  QuantizedTensor quantized;     // as stored (AWQ / SmoothQuant: the scaled weight)
+  std::vector<float> effective;  // what it amounts to in the input's terms (folds undone); empty: as stored
+  float act_scale = 0;           // w8a8: the input's static int8 step (0: none)
+};
+// Where the pipelines hand over each weight, so that the results of a large model never pile up in
+// memory (quantize writes each one out at once). Without a sink they are collected in what the
+// pipeline returns.
+using TensorSink = std::function<void(CalibratedTensor&&)>;
+
 // GPTQ over every linear weight for which scheme_for(name) gives a scheme; returns them quantized
-// (GptqResult::dequantized left empty). `model` must be a float model with layer-by-layer access;
-// its weights are replaced by the dequantized ones as it goes, and each layer is released
-// (CausalLM::release_layer) once its outputs are computed.
+// (GptqResult::dequantized left empty), or hands them to `sink` (the map then stays empty). `model`
+// must be a float model with layer-by-layer access; its weights are replaced by the dequantized
+// ones as it goes, and each layer is released (CausalLM::release_layer) once its outputs are computed.
 std::map<std::string, GptqResult> gptq_layerwise(
     CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
     const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for, const GptqOptions& opt,
-    bool progress);
+    bool progress, const TensorSink& sink = {});
 
 // AWQ over the same pipeline: each linear input's statistics from the float layer, the α search and
 // the folds (awq.h), then the scaled weights rounded with `rounding` (grids searched against the
@@ -66,7 +78,8 @@ std::vector<float> fold_input_scales(CausalLM& model, const std::vector<std::str
 
 AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
                            const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for,
-                           const GptqOptions& rounding, const AwqOptions& opt, bool progress);
+                           const GptqOptions& rounding, const AwqOptions& opt, bool progress,
+                           const TensorSink& sink = {});  // sink: AwqLayerwise::quantized stays empty
 
 // Calibrated activation quantization, layer by layer, for the schemes whose activations are
 // "static" (w8a8) or "outliers" (llm-int8) in scheme_registry(). Per decoder layer:
@@ -125,6 +138,7 @@ std::string_view scheme_activations(const ResolvedScheme& s);
 
 ActivationLayerwise activation_layerwise(CausalLM& model, const std::vector<std::vector<int32_t>>& windows,
                                          const std::function<std::optional<ResolvedScheme>(const std::string&)>& scheme_for,
-                                         const ActivationOptions& opt, bool progress);
+                                         const ActivationOptions& opt, bool progress,
+                                         const TensorSink& sink = {});  // sink: ::quantized stays empty
 
 }  // namespace lowbit

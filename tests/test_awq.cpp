@@ -78,6 +78,25 @@ TEST(Awq, LoudChannelsGetScaledAndTheErrorDrops) {
   }
 }
 
+// Searching with the rounding the model gets (imatrix's weighted grid search): α = 0 is that
+// rounding alone, and the chosen α is never worse than it on the calibration inputs; here the loud
+// channels make it strictly better.
+TEST(Awq, SearchWithTheModelsRoundingNeverLosesToIt) {
+  const int64_t rows = 16, cols = 64;
+  std::vector<double> h, m;
+  loud_inputs(cols, 384, 10.0f, 11, h, m);
+  const auto w = gaussian_weights(size_t(rows * cols), 12);
+  const QuantSpec spec{.bits = 3, .group = 32};
+  GptqOptions imatrix;
+  imatrix.diagonal_only = true;
+  imatrix.clip_steps = 10;
+  AwqScales s = awq_search({{w.data(), rows}}, cols, m, {}, h, "affine", spec, {}, &imatrix);
+  const GptqResult alone = gptq_quantize(w.data(), rows, cols, h, "affine", spec, imatrix);
+  EXPECT_NEAR(s.loss_plain, output_error(w.data(), alone.dequantized.data(), rows, cols, h), 1e-9 * s.loss_plain);
+  EXPECT_GT(s.alpha, 0.0);
+  EXPECT_LT(s.loss, s.loss_plain);
+}
+
 TEST(Awq, TiedColumnsShareTheirProducersScale) {
   // 32 input columns read 16 producer channels twice (as GQA repeats value heads).
   const int64_t cols = 32;

@@ -271,6 +271,12 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
   std::vector<std::vector<float>> x = embed_windows(model, windows, tokens);
   const int layers = model.config().num_layers;
   AwqLayerwise out;
+  // α is searched with the weighted grid search (imatrix) that rounds the scaled weights, or stands
+  // in for GPTQ's rounding (20 GPTQ runs per input would cost 20 times GPTQ).
+  GptqOptions search = rounding;
+  search.diagonal_only = true;
+  search.act_order = false;
+  if (search.clip_steps == 0) search.clip_steps = 20;
   Progress bar("awq", size_t(layers), progress);
   for (int l = 0; l < layers; ++l) {
     // 1. Every input's statistics from the float layer (scaling one input leaves the others as they
@@ -303,7 +309,7 @@ AwqLayerwise awq_layerwise(CausalLM& model, const std::vector<std::vector<int32_
         for (int t = 0; t < n; ++t) sum[size_t(t)] /= std::max(1.0, count[size_t(t)]);
         m = std::move(sum);
       }
-      AwqScales sc = awq_search(views, a.cols, m, producer->tie, a.h, scheme.format, scheme.spec, opt);
+      AwqScales sc = awq_search(views, a.cols, m, producer->tie, a.h, scheme.format, scheme.spec, opt, &search);
       const std::vector<float> s_cols = folds.fold(model, a.names, *producer, sc.s);  // every reader
       for (int i = 0; i < a.cols; ++i)
         for (int j = 0; j < a.cols; ++j) a.h[size_t(i) * size_t(a.cols) + size_t(j)] /= double(s_cols[size_t(i)]) * double(s_cols[size_t(j)]);

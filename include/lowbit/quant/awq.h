@@ -30,9 +30,14 @@ struct AwqScales {
 // One input shared by `weights` (each [rows_i][cols], row-major). mean_abs: mean |x| per producer
 // channel; tie[c]: the producer channel of input column c (several columns may share one, e.g. the
 // value heads that grouped-query attention repeats); empty: the identity (mean_abs.size() == cols).
-// H: [cols][cols] (symmetric). Rounding: the format's own quantize (round to nearest).
+// H: [cols][cols] (symmetric). Rounding while searching: the format's own quantize (round to
+// nearest), or with `rounding` gptq_quantize against the scaled input's Hessian diag(s)⁻¹ H diag(s)⁻¹
+// (imatrix's weighted grid search when rounding->diagonal_only): the α chosen for the rounding the
+// model will get. α = 0 (s = 1) is on the grid, so the result never loses to that rounding alone on
+// the calibration inputs.
 AwqScales awq_search(const std::vector<std::pair<const float*, int64_t>>& weights, int64_t cols,
                      const std::vector<double>& mean_abs, const std::vector<int>& tie, const std::vector<double>& h,
-                     const std::string& format, const QuantSpec& spec, const AwqOptions& opt);
+                     const std::string& format, const QuantSpec& spec, const AwqOptions& opt,
+                     const struct GptqOptions* rounding = nullptr);
 
 }  // namespace lowbit

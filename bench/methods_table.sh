@@ -7,7 +7,10 @@
 # METHODS: space-separated label=quantize-arguments (commas for spaces), default below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${LOWBIT_BUILD_DIR:-build}/lowbit
+# A copy of the binary: a rebuild during the (hour-long) run must not change the method mid-table.
+bin=$(mktemp /tmp/lowbit-bench-XXXXXX)
+cp "${LOWBIT_BUILD_DIR:-build}/lowbit" "$bin"
+trap 'rm -f "$bin"' EXIT
 shared=${LOWBIT_SHARED:-../shared}
 model=${MODEL:-gpt2-7m-wiki}
 text=$shared/datasets/wikitext-2/wiki.test.raw
@@ -16,7 +19,7 @@ methods=${METHODS:-"rtn=--method,rtn imatrix=--method,imatrix awq=--method,awq g
 mkdir -p "$out"
 configs=("$@")
 [ ${#configs[@]} -eq 0 ] && configs=(int4@128 int3@64 int2@64 int4@row int3@row)
-"$bin" eval "$model" --ppl "$text" --ctx 512 --json > "$out/float.eval.json" 2>/dev/null
+[ -s "$out/float.eval.json" ] || "$bin" eval "$model" --ppl "$text" --ctx 512 --json > "$out/float.eval.json" 2>/dev/null
 for c in "${configs[@]}"; do
   for m in $methods; do
     label=${m%%=*}

@@ -181,8 +181,13 @@ TEST(Awq, FoldsIntoGpt2NormsBiasesAndFusedValueRows) {
 // OPT (pre-LN, ReLU): the norms, v_proj's rows and bias (out_proj), and fc1's rows and bias (fc2:
 // ReLU(x / s) = ReLU(x) / s for s > 0).
 TEST(Awq, FoldsIntoOptNormsValueRowsAndFc1) {
-  auto model = load_causal_lm_layerwise(std::filesystem::path(LOWBIT_SOURCE_DIR) / "tests/data/opt-tiny-preln");
+  const auto data = std::filesystem::path(LOWBIT_SOURCE_DIR) / "tests/data";
+  auto model = load_causal_lm_layerwise(data / "opt-tiny-preln");
   EXPECT_EQ(fold_every_input(*model, 1, {2, 100, 200, 300, 400, 500, 600, 700}), std::vector<std::string>{});
+  // Post-LN (OPT-350m): a norm's output is also the residual, so q/k/v and fc1 have no producer.
+  auto post = load_causal_lm_layerwise(data / "opt-tiny-postln-proj");
+  EXPECT_EQ(fold_every_input(*post, 1, {2, 100, 200, 300, 400, 500, 600, 700}),
+            (std::vector<std::string>{"model.decoder.layers.1.self_attn.q_proj.weight", "model.decoder.layers.1.fc1.weight"}));
 }
 
 TEST(Awq, LayerwiseOnLlama16mBeatsRtn) {

@@ -234,6 +234,10 @@ void expect_lazy_layers_match(const std::filesystem::path& dir, const std::vecto
 TEST(Layerwise, LayersLoadWhenUsedAndAreReleased) {
   expect_lazy_layers_match(test::model_dir("stories260K/hf"), {1, 403, 407, 261, 378, 64, 9, 260},
                            "model.layers.3.mlp.down_proj.weight", "model.layers.1");
+  // OPT, post-LN with project_in / project_out (OPT-350m's layout).
+  expect_lazy_layers_match(std::filesystem::path(LOWBIT_SOURCE_DIR) / "tests/data/opt-tiny-postln-proj",
+                           {2, 100, 200, 300, 400}, "model.decoder.layers.1.self_attn.k_proj.weight",
+                           "model.decoder.layers.1");
 }
 
 // GPT-2 (Conv1D weights stored [in, out]) layer by layer: the lazy model computes what the float

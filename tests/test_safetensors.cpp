@@ -57,7 +57,7 @@ TEST(Safetensors, RoundTripThroughWriter) {
 }
 
 // A writer that spills its tensors to a scratch file writes the same bytes as one that holds them
-// (also tensors larger than its 16 MB copy pieces), and leaves nothing else behind.
+// (also tensors larger than its 16 MB copy pieces, and borrowed ones), and leaves nothing else behind.
 TEST(Safetensors, SpilledWriterWritesTheSameFile) {
   auto dir = test::temp_dir("spill");
   std::vector<uint8_t> big((size_t(17) << 20) + 5);
@@ -69,6 +69,7 @@ TEST(Safetensors, SpilledWriterWritesTheSameFile) {
     w.add("a", DType::F32, {3}, a.data(), a.size() * 4);
     w.add("big", DType::U8, {int64_t(big.size())}, big.data(), big.size());
     w.add("empty", DType::U8, {0}, nullptr, 0);
+    w.add_borrowed("borrowed", DType::F32, {3}, a.data(), a.size() * 4);  // never spilled, never copied
     w.set_metadata("format", "pt");
     w.write(dir / (spill ? "spilled.safetensors" : "held.safetensors"));
   }

@@ -262,7 +262,7 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
   if (want != bytes) fail("safetensors writer: tensor '{}': shape needs {} bytes, got {}", name, want, bytes);
   const auto* p = static_cast<const uint8_t*>(data);
   if (spill_fd_ < 0) {
-    entries_.push_back(Entry{name, dtype, std::move(shape), std::vector<uint8_t>(p, p + bytes), bytes, {}, -1});
+    entries_.push_back(Entry{name, dtype, std::move(shape), std::vector<uint8_t>(p, p + bytes), bytes, {}, -1, nullptr});
     return;
   }
   for (size_t done = 0; done < bytes;) {
@@ -273,14 +273,21 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
            n < 0 ? std::strerror(errno) : "no space written");
     done += size_t(n);
   }
-  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, {}, int64_t(spill_size_)});
+  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, {}, int64_t(spill_size_), nullptr});
   spill_size_ += bytes;
+}
+
+void SafetensorsWriter::add_borrowed(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                                     const void* data, size_t bytes) {
+  const size_t want = checked_entry_bytes(entries_, name, dtype, shape);
+  if (want != bytes) fail("safetensors writer: tensor '{}': shape needs {} bytes, got {}", name, want, bytes);
+  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, {}, -1, static_cast<const uint8_t*>(data)});
 }
 
 void SafetensorsWriter::add_generated(const std::string& name, DType dtype, std::vector<int64_t> shape,
                                       std::function<void(uint8_t*, size_t)> fill) {
   const size_t bytes = checked_entry_bytes(entries_, name, dtype, shape);
-  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, std::move(fill), -1});
+  entries_.push_back(Entry{name, dtype, std::move(shape), {}, bytes, std::move(fill), -1, nullptr});
 }
 
 void SafetensorsWriter::write(const std::filesystem::path& path) const {
@@ -314,6 +321,10 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
         w.write(chunk.data(), size_t(n));
         done += size_t(n);
       }
+      continue;
+    }
+    if (e.borrowed) {
+      w.write(e.borrowed, e.size);
       continue;
     }
     if (!e.fill) {

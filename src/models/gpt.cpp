@@ -61,7 +61,10 @@ void GptModel::load_linears(Layer& L, int l, const WeightStore& w) const {
 GptModel::Layer& GptModel::layer(int l) const {
   if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
   Layer& L = layers_[size_t(l)];
-  lazy_.use(l, layer_prefix_, linear_names(l), [&](const WeightStore& store) { load_linears(L, l, store); });
+  lazy_.use(l, layer_prefix_.c_str(), [&](const WeightStore& store) {
+    load_linears(L, l, store);
+    return linear_names(l);
+  });
   return L;
 }
 
@@ -195,10 +198,15 @@ void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, 
                              const LinearObserver* obs) const {
   const int h = cfg_.hidden_size, inner = cfg_.intermediate_size;
   const Layer& L = layer(l);
-  const std::vector<std::string> names = linear_names(l);
   const bool gpt2 = cfg_.family == ModelFamily::GPT2, pre = cfg_.norm_before;
-  auto observe = [&](std::vector<std::string> readers, const float* rows, int cols) {
-    return !obs || (*obs)(readers, rows, n, cols);
+  // The observer (calibration only) sees each input with the names of the weights that read it
+  // (linear_names' indices).
+  auto observe = [&](std::initializer_list<int> readers, const float* rows, int cols) {
+    if (!obs) return true;
+    const std::vector<std::string> all = linear_names(l);
+    std::vector<std::string> names;
+    for (int k : readers) names.push_back(all[size_t(k)]);
+    return (*obs)(names, rows, n, cols);
   };
   const size_t hn = size_t(n) * size_t(h);
   // Attention block.
@@ -207,7 +215,7 @@ void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, 
     layer_norm(L.ln_attn, x, w.xn.data(), n);
     in = w.xn.data();
   }
-  if (!observe(gpt2 ? std::vector{names[0]} : std::vector{names[0], names[1], names[2]}, in, h)) return;
+  if (!(gpt2 ? observe({0}, in, h) : observe({0, 1, 2}, in, h))) return;
   linear_forward(L.wqkv, in, size_t(n), w.qkv.data());
   add_bias(w.qkv.data(), L.bqkv.data(), n, 3 * h);
   for (int i = 0; i < n; ++i) {
@@ -216,7 +224,7 @@ void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, 
   }
   causal_attention(w.qkv.data(), size_t(3 * h), s, cache_layer, n, pos0, {cfg_.num_heads, cfg_.num_heads, cfg_.head_dim, 0},
                    w.att.data(), size_t(h));
-  if (!observe({names[gpt2 ? 1 : 3]}, w.att.data(), h)) return;
+  if (!observe({gpt2 ? 1 : 3}, w.att.data(), h)) return;
   linear_forward(L.wo, w.att.data(), size_t(n), x, /*accumulate=*/true);
   add_bias(x, L.bo.data(), n, h);
   if (!pre) {
@@ -229,7 +237,7 @@ void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, 
     layer_norm(L.ln_mlp, x, w.xn.data(), n);
     in = w.xn.data();
   }
-  if (!observe({names[gpt2 ? 2 : 4]}, in, h)) return;
+  if (!observe({gpt2 ? 2 : 4}, in, h)) return;
   linear_forward(L.w1, in, size_t(n), w.mid.data());
   default_thread_pool().parallel_for(size_t(n), [&](size_t b, size_t end, int) {
     for (size_t i = b; i < end; ++i)
@@ -238,7 +246,7 @@ void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, 
         v = activate(v + L.b1[size_t(d)], cfg_.activation);
       }
   });
-  if (!observe({names[gpt2 ? 3 : 5]}, w.mid.data(), inner)) return;
+  if (!observe({gpt2 ? 3 : 5}, w.mid.data(), inner)) return;
   linear_forward(L.w2, w.mid.data(), size_t(n), x, /*accumulate=*/true);
   add_bias(x, L.b2.data(), n, h);
   if (!pre) {

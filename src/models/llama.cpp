@@ -78,11 +78,14 @@ void LlamaModel::load_linears(Layer& L, int l, const WeightStore& store) const {
 LlamaModel::Layer& LlamaModel::layer(int l) const {
   if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
   Layer& L = layers_[size_t(l)];
-  std::vector<std::string> tensors;
-  for (const char* t : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-                        "mlp.up_proj", "mlp.down_proj"})
-    tensors.push_back(fmt::format("model.layers.{}.{}.weight", l, t));
-  lazy_.use(l, "model.layers.", tensors, [&](const WeightStore& store) { load_linears(L, l, store); });
+  lazy_.use(l, "model.layers.", [&](const WeightStore& store) {
+    load_linears(L, l, store);
+    std::vector<std::string> tensors;
+    for (const char* t : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+      tensors.push_back(fmt::format("model.layers.{}.{}.weight", l, t));
+    return tensors;
+  });
   return L;
 }
 

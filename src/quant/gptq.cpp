@@ -50,7 +50,11 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
                          const std::string& format, const QuantSpec& spec, const GptqOptions& opt) {
   if (format != "affine" && format != "symmetric")
     fail("GPTQ quantizes to the uniform formats (affine, symmetric), not '{}'", format);
-  if (int64_t(hessian.size()) != cols * cols) fail("GPTQ: Hessian has {} values, expected {}²", hessian.size(), cols);
+  // diagonal_only reads diag(H): the whole matrix, or the diagonal alone (cols values).
+  const bool diag_given = opt.diagonal_only && int64_t(hessian.size()) == cols;
+  if (int64_t(hessian.size()) != cols * cols && !diag_given)
+    fail("GPTQ: Hessian has {} values, expected {}²{}", hessian.size(), cols, opt.diagonal_only ? " or its diagonal" : "");
+  auto hdiag = [&](int64_t c) { return hessian[size_t(diag_given ? c : c * cols + c)]; };
   const GroupLayout groups(cols, spec.group);
   const int64_t n_grids = groups.per_tensor ? 1 : rows * groups.per_row;
 
@@ -61,7 +65,7 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   if (!opt.diagonal_only) h = hessian;
   if (opt.act_order)
     std::stable_sort(perm.begin(), perm.end(),
-                     [&](int64_t a, int64_t b) { return hessian[size_t(a * cols + a)] > hessian[size_t(b * cols + b)]; });
+                     [&](int64_t a, int64_t b) { return hdiag(a) > hdiag(b); });
   std::vector<double> w(size_t(rows * cols));  // w[r][k] = W[r][perm[k]]
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < cols; ++k) w[size_t(r * cols + k)] = w_in[r * cols + perm[size_t(k)]];
@@ -71,7 +75,7 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   // Inputs that never fired carry no information: fix their diagonal, zero their weights.
   for (int64_t k = 0; k < cols; ++k) {
     const int64_t c = perm[size_t(k)];
-    if (hessian[size_t(c * cols + c)] != 0) continue;
+    if (hdiag(c) != 0) continue;
     if (!opt.diagonal_only) h[size_t(k * cols + k)] = 1;
     for (int64_t r = 0; r < rows; ++r) w[size_t(r * cols + k)] = 0;
   }
@@ -82,7 +86,7 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   std::vector<UniformGrid> grids(static_cast<size_t>(n_grids));
   // Importance of each input column for the clipping search: diag(H), its mean square activation.
   std::vector<double> importance(static_cast<size_t>(cols));
-  for (int64_t c = 0; c < cols; ++c) importance[size_t(c)] = hessian[size_t(c * cols + c)];
+  for (int64_t c = 0; c < cols; ++c) importance[size_t(c)] = hdiag(c);
   auto fit_group = [&](int64_t r, int64_t g, bool from_input) {  // from the (updated) weights of group g of row r
     const int64_t c0 = g * groups.size, c1 = std::min(cols, (g + 1) * groups.size);
     thread_local std::vector<double> v;

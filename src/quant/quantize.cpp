@@ -302,7 +302,7 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
         r.bytes_out = f->second.size() * sizeof(float);
         continue;
       }
-      writer.add(r.name, v.info->dtype, v.info->shape, v.data, v.bytes());
+      writer.add_borrowed(r.name, v.info->dtype, v.info->shape, v.data, v.bytes());  // from the map at write()
       continue;
     }
     report.params_quantized += r.numel();

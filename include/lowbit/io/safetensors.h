@@ -103,6 +103,9 @@ class SafetensorsWriter {
   void spill_to(const std::filesystem::path& dir);
   // Copies `data` (which must be numel(shape) * dtype_size(dtype) bytes).
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data, size_t bytes);
+  // Refers to `data` without copying it (nor spilling): it must stay valid until write() (e.g. a
+  // tensor of a mapped input file passed through unchanged).
+  void add_borrowed(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data, size_t bytes);
   // A tensor whose bytes `fill` writes at write() time (one tensor in memory at a time: for
   // checkpoints larger than memory, e.g. lowbit synth's 7B shapes).
   void add_generated(const std::string& name, DType dtype, std::vector<int64_t> shape,
@@ -118,6 +121,7 @@ class SafetensorsWriter {
     size_t size = 0;  // bytes.size(), or what fill writes
     std::function<void(uint8_t*, size_t)> fill;
     int64_t spill_offset = -1;  // >= 0: the bytes are in the scratch file from here
+    const uint8_t* borrowed = nullptr;  // add_borrowed: the caller's bytes
   };
   std::vector<Entry> entries_;
   int spill_fd_ = -1;

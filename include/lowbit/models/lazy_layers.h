@@ -24,17 +24,16 @@ class LazyLayers {
     }
   }
 
-  // Before layer l runs or is read: load(store) reads its linear weights the first time, after which
-  // the pages of `tensors` are released. A released layer fails, named "<prefix>l".
+  // Before layer l runs or is read: load(store) reads its linear weights the first time and returns
+  // their names, whose pages in the map are then released. A released layer fails, named "<prefix>l".
   template <class Load>
-  void use(int l, const std::string& prefix, const std::vector<std::string>& tensors, Load&& load) {
+  void use(int l, const char* prefix, Load&& load) {
     switch (state_.at(size_t(l))) {
       case State::loaded: return;
       case State::released:
         fail("{}{}: released after the layer-by-layer pipeline passed it; it cannot run again", prefix, l);
       case State::lazy:
-        load(*store_);
-        for (const std::string& t : tensors) store_->store().release(t);
+        for (const std::string& t : load(*store_)) store_->store().release(t);
         state_[size_t(l)] = State::loaded;
     }
   }

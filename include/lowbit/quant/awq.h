@@ -24,7 +24,7 @@ struct AwqScales {
   std::vector<float> s;  // per producer channel (what gets folded)
   double alpha = 0;
   double loss = 0;        // Σ output_error at the chosen α
-  double loss_plain = 0;  // the same at α = 0 (s = 1: plain round to nearest)
+  double loss_plain = 0;  // the same at α = 0 (s = 1: the search's rounding alone)
 };
 
 // One input shared by `weights` (each [rows_i][cols], row-major). mean_abs: mean |x| per producer
@@ -33,8 +33,9 @@ struct AwqScales {
 // H: [cols][cols] (symmetric). Rounding while searching: the format's own quantize (round to
 // nearest), or with `rounding` gptq_quantize against the scaled input's Hessian diag(s)⁻¹ H diag(s)⁻¹
 // (imatrix's weighted grid search when rounding->diagonal_only): the α chosen for the rounding the
-// model will get. α = 0 (s = 1) is on the grid, so the result never loses to that rounding alone on
-// the calibration inputs.
+// model will get. α = 0 (s = 1) is on the grid, so the result never loses to the search's rounding
+// alone on the calibration inputs (awq_layerwise searches with imatrix's rounding also when GPTQ
+// rounds the result: it stands in for it).
 AwqScales awq_search(const std::vector<std::pair<const float*, int64_t>>& weights, int64_t cols,
                      const std::vector<double>& mean_abs, const std::vector<int>& tie, const std::vector<double>& h,
                      const std::string& format, const QuantSpec& spec, const AwqOptions& opt,

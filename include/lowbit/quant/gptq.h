@@ -38,7 +38,8 @@ struct GptqResult {
   std::vector<float> dequantized;  // [rows][cols]
 };
 
-// H: [cols][cols] row-major (only read). format: "affine" or "symmetric".
+// H: [cols][cols] row-major (only read); with diagonal_only also just diag(H) (cols values).
+// format: "affine" or "symmetric".
 GptqResult gptq_quantize(const float* w, int64_t rows, int64_t cols, const std::vector<double>& hessian,
                          const std::string& format, const QuantSpec& spec, const GptqOptions& opt);
 

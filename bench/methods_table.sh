@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 # A copy of the binary: a rebuild during the (hour-long) run must not change the method mid-table.
 bin=$(mktemp /tmp/lowbit-bench-XXXXXX)
 cp "${LOWBIT_BUILD_DIR:-build}/lowbit" "$bin"
+chmod +x "$bin"  # mktemp made it 0600
 trap 'rm -f "$bin"' EXIT
 shared=${LOWBIT_SHARED:-../shared}
 model=${MODEL:-gpt2-7m-wiki}

@@ -373,45 +373,56 @@ TEST(PackedKernelsQ8, NonIntegerTablesStayOnTheFloatPath) {
 }  // namespace
 }  // namespace lowbit
 
-#include "lowbit/kernels/amx.h"
+#include "lowbit/kernels/bf16_gemm.h"
 
 namespace lowbit {
 namespace {
 
-// AMX-BF16 GEMM against a double-precision product on awkward shapes: both operands are rounded to
-// bf16 (relative error <= 2^-8 each, 8 significant bits), sums are float32.
-TEST(AmxBf16, GemmMatchesReferenceWithinBf16Rounding) {
-  if (!amx_bf16_available()) GTEST_SKIP() << "no AMX-BF16 on this CPU (or LOWBIT_AMX=0)";
-  std::mt19937 rng(5);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  for (size_t m : {1, 5, 33, 64})
-    for (size_t n : {1, 17, 40})
-      for (size_t k : {1, 31, 33, 100}) {
-        std::vector<float> x(m * k), w(n * k);
-        for (auto& v : x) v = normal(rng);
-        for (auto& v : w) v = normal(rng);
-        std::vector<uint16_t> a(amx_m(m) * amx_k(k)), b(amx_m(n) * amx_k(k));
-        amx_pack_acts(x.data(), m, k, k, a.data());
-        amx_pack_weights(w.data(), n, k, b.data());
-        const size_t ldy = n + 3;
-        std::vector<float> y(m * ldy, nan), acc(m * ldy, 1.0f);
-        amx_gemm(a.data(), m, b.data(), n, k, y.data(), ldy, false);
-        amx_gemm(a.data(), m, b.data(), n, k, acc.data(), ldy, true);
-        for (size_t i = 0; i < m; ++i) {
-          for (size_t j = 0; j < n; ++j) {
-            double want = 0, mag = 0;
-            for (size_t c = 0; c < k; ++c) {
-              want += double(x[i * k + c]) * w[j * k + c];
-              mag += std::fabs(double(x[i * k + c]) * w[j * k + c]);
+// Each bf16 GEMM back end this CPU has (AMX, AVX-512 BF16) against a double-precision product on
+// awkward shapes (token counts around the AVX-512 kernel's blocks of 12 and 4, rows around 16 and
+// 32, inputs around 32): both operands are rounded to bf16 (relative error <= 2^-8 each, 8
+// significant bits), sums are float32.
+TEST(Bf16Gemm, EveryBackEndMatchesReferenceWithinBf16Rounding) {
+  std::vector<std::pair<const char*, Bf16GemmFn>> backs;
+  if (amx_bf16_available()) backs.emplace_back("amx", &amx_gemm);
+  if (avx512_bf16_available()) backs.emplace_back("avx512bf16", &avx512bf16_gemm);
+  if (backs.empty()) GTEST_SKIP() << "neither AMX-BF16 nor AVX-512 BF16 on this CPU";
+  for (const auto& [name, gemm] : backs) {
+    SCOPED_TRACE(name);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (size_t m : {1, 5, 12, 13, 21, 33, 64})
+      for (size_t n : {1, 16, 17, 40, 64})
+        for (size_t k : {1, 31, 33, 100}) {
+          std::vector<float> x(m * k), w(n * k);
+          for (auto& v : x) v = normal(rng);
+          for (auto& v : w) v = normal(rng);
+          std::vector<uint16_t> a(bf16_m(m) * bf16_k(k)), b(bf16_m(n) * bf16_k(k));
+          bf16_pack_acts(x.data(), m, k, k, a.data());
+          bf16_pack_weights(w.data(), n, k, b.data());
+          const size_t ldy = n + 3;
+          std::vector<float> y(m * ldy, nan), acc(m * ldy, 1.0f);
+          gemm(a.data(), m, b.data(), n, k, y.data(), ldy, false);
+          gemm(a.data(), m, b.data(), n, k, acc.data(), ldy, true);
+          for (size_t i = 0; i < m; ++i) {
+            for (size_t j = 0; j < n; ++j) {
+              double want = 0, mag = 0, want_bf = 0;
+              for (size_t c = 0; c < k; ++c) {
+                want += double(x[i * k + c]) * w[j * k + c];
+                mag += std::fabs(double(x[i * k + c]) * w[j * k + c]);
+                want_bf += double(bf16_to_f32(f32_to_bf16(x[i * k + c]))) * bf16_to_f32(f32_to_bf16(w[j * k + c]));
+              }
+              const double tol = mag * (1.0 / 128 + 1e-6 * double(k)) + 1e-6;  // two roundings of 2^-8
+              ASSERT_NEAR(y[i * ldy + j], want, tol) << m << "x" << n << "x" << k << " at " << i << "," << j;
+              // Exact products of the bf16 operands: only the float32 sums' rounding is left.
+              ASSERT_NEAR(y[i * ldy + j], want_bf, 1.2e-7 * double(k + 2) * mag * 1.01 + 1e-30) << i << "," << j;
+              ASSERT_NEAR(acc[i * ldy + j], 1.0 + want, tol + 1e-6);
             }
-            const double tol = mag * (1.0 / 128 + 1e-6 * double(k)) + 1e-6;  // two roundings of 2^-8
-            ASSERT_NEAR(y[i * ldy + j], want, tol) << m << "x" << n << "x" << k << " at " << i << "," << j;
-            ASSERT_NEAR(acc[i * ldy + j], 1.0 + want, tol + 1e-6);
+            for (size_t j = n; j < ldy; ++j) ASSERT_TRUE(std::isnan(y[i * ldy + j]));  // nothing past n
           }
-          for (size_t j = n; j < ldy; ++j) ASSERT_TRUE(std::isnan(y[i * ldy + j]));  // nothing past n
         }
-      }
+  }
 }
 
 }  // namespace
@@ -429,6 +440,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const PackedKernels& ref = packed_kernels_ref();
   int checked = 0, vector_checked = 0, amx_checked = 0;
+  const bool bf16_tiles = amx_bf16_available() || avx512_bf16_available();  // the packing's ISA
   for (PackedKind kind : {PackedKind::U8, PackedKind::U4})
   for (int64_t rows : {1, 3, 16, 17, 33})
     for (int64_t cols : {64, 192, 320})
@@ -489,13 +501,13 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                     mag[i * ldy + size_t(r)] += (std::fabs(base) * o.m.scale_at(gi) +
                                                  std::fabs(o.m.offset_at(gi))) * std::fabs(x[i * ldx + size_t(c)]);
                   }
-              if (amx_bf16_available())  // prefill tiles straight from the lanes: bit for bit the float route's
+              if (bf16_tiles)  // prefill tiles straight from the lanes: bit for bit the float route's
                 for (int64_t r0 : {int64_t(0), int64_t(16)}) {
                   if (r0 >= rows) continue;
-                  const size_t n = size_t(rows - r0), size = amx_m(n) * amx_k(size_t(cols));
+                  const size_t n = size_t(rows - r0), size = bf16_m(n) * bf16_k(size_t(cols));
                   std::vector<uint16_t> want_t(size, 0xFFFF), got_t(size, 0xFFFF);
-                  amx_pack_weights(want_deq.data() + size_t(r0 * cols), n, size_t(cols), want_t.data());
-                  amx_pack_weights_lanes(l, r0, rows, got_t.data());
+                  bf16_pack_weights(want_deq.data() + size_t(r0 * cols), n, size_t(cols), want_t.data());
+                  bf16_pack_weights_lanes(l, r0, rows, got_t.data());
                   ASSERT_EQ(got_t, want_t) << "from row " << r0;
                   ++amx_checked;
                 }
@@ -541,7 +553,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
   if (packed_kernels_available(packed_kernels_avx512vnni())) {
     EXPECT_GE(vector_checked, 720);
   }
-  if (amx_bf16_available()) {
+  if (bf16_tiles) {
     EXPECT_GE(amx_checked, 600);
   }
 }

@@ -1,19 +1,52 @@
 #include "lowbit/kernels/linear.h"
 
 #include <cblas.h>
+#include <cpuid.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string_view>
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
-#include "lowbit/kernels/amx.h"
+#include "lowbit/kernels/bf16_gemm.h"
 #include "lowbit/kernels/gemm.h"
 
 namespace lowbit {
+
+size_t bf16_m(size_t m) { return (m + 31) / 32 * 32; }
+size_t bf16_k(size_t k) { return (k + 31) / 32 * 32; }
+
+// Here, in a file built for any x86-64, not in the kernels' own (whose flags let the compiler use
+// AVX-512 anywhere in them).
+bool avx512_bf16_available() {
+  static const bool ok = [] {
+    // CPUID leaf 7 sub-leaf 1: EAX bit 5 AVX512_BF16 (with F, BW and VL, which the kernel also uses).
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  }();
+  return ok;
+}
+
+Bf16GemmFn bf16_gemm_best() {
+  static const Bf16GemmFn fn = []() -> Bf16GemmFn {
+    if (const char* v = std::getenv("LOWBIT_BF16_GEMM"); v && std::strcmp(v, "0") == 0) return nullptr;
+    if (amx_bf16_available()) return &amx_gemm;
+    if (avx512_bf16_available()) return &avx512bf16_gemm;
+    return nullptr;
+  }();
+  return fn;
+}
+
+const char* bf16_gemm_best_name() {
+  const Bf16GemmFn fn = bf16_gemm_best();
+  return fn == &amx_gemm ? "amx" : fn == &avx512bf16_gemm ? "avx512bf16" : "none";
+}
 
 uint64_t LinearWeights::bytes() const {
   // What a pass over the weights reads: int8-dyn runs on q8_vnni (q8 is the reference's copy).
@@ -207,16 +240,17 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   // Work items of 64 rows: even for the pool to split, and large enough that the per-item set-up
   // (activation permutation, group sums: O(cols)) stays ~1/64 of the item's work.
   const int64_t tile = 64;
-  // Prefill of quantized (U8 / U4) segments on AMX: bf16 tiles, float32 sums (amx.h); the
-  // activations are converted once per call, the weights per work item of 128 rows.
-  auto on_amx = [&](const PackedSegment& s) {
-    return gemm && (s.m.kind == PackedKind::U8 || s.m.kind == PackedKind::U4) && amx_bf16_available();
+  // Prefill of quantized (U8 / U4) segments in bf16 (AMX or AVX-512 BF16: bf16 tiles, float32 sums,
+  // bf16_gemm.h); the activations are converted once per call, the weights per work item of 128 rows.
+  const Bf16GemmFn bf16_gemm = gemm ? bf16_gemm_best() : nullptr;
+  auto on_bf16 = [&](const PackedSegment& s) {
+    return bf16_gemm && (s.m.kind == PackedKind::U8 || s.m.kind == PackedKind::U4);
   };
   std::vector<uint16_t> a_bf16;
   for (const auto& s : w.packed)
-    if (on_amx(s) && a_bf16.empty()) {
-      a_bf16.resize(amx_m(m) * amx_k(k));
-      amx_pack_acts(x, m, k, k, a_bf16.data());
+    if (on_bf16(s) && a_bf16.empty()) {
+      a_bf16.resize(bf16_m(m) * bf16_k(k));
+      bf16_pack_acts(x, m, k, k, a_bf16.data());
     }
   struct Item {
     const PackedSegment* seg;
@@ -225,7 +259,7 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   std::vector<Item> items;
   int64_t out0 = 0;
   for (const auto& s : w.packed) {
-    const int64_t t = on_amx(s) ? 2 * tile : tile;
+    const int64_t t = on_bf16(s) ? 2 * tile : tile;
     for (int64_t r = 0; r < s.m.rows; r += t) items.push_back({&s, r, std::min(s.m.rows, r + t), out0});
     out0 += s.m.rows;
   }
@@ -267,18 +301,18 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
       return;
     }
     const size_t n = size_t(it.r1 - it.r0);
-    if (on_amx(*it.seg) && pm.lanes && it.r0 % 16 == 0) {  // tiles straight from the re-laid codes
-      b_bf16.resize(amx_m(n) * amx_k(k));
-      amx_pack_weights_lanes(pm, it.r0, it.r1, b_bf16.data());
-      amx_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);
+    if (on_bf16(*it.seg) && pm.lanes && it.r0 % 16 == 0) {  // tiles straight from the re-laid codes
+      b_bf16.resize(bf16_m(n) * bf16_k(k));
+      bf16_pack_weights_lanes(pm, it.r0, it.r1, b_bf16.data());
+      bf16_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);
       return;
     }
     buf.resize(n * k);
     it.seg->kernels->dequant(pm, it.r0, it.r1, buf.data());
-    if (on_amx(*it.seg)) {
-      b_bf16.resize(amx_m(n) * amx_k(k));
-      amx_pack_weights(buf.data(), n, k, b_bf16.data());
-      amx_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);
+    if (on_bf16(*it.seg)) {
+      b_bf16.resize(bf16_m(n) * bf16_k(k));
+      bf16_pack_weights(buf.data(), n, k, b_bf16.data());
+      bf16_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);
       return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), buf.data(), int(k),

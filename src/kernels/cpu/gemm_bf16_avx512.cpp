@@ -1,41 +1,23 @@
-// AMX-BF16 prefill GEMM (see amx.h). Tiles: C 0-3 (2 x 2 blocks of 16 x 16 float), A 4-5 (16
-// tokens x 32 inputs each), B 6-7 (16 input pairs x 16 outputs each): 32 tokens x 32 outputs per
-// step of 32 inputs, four TDPBF16PS per two A and two B loads. Compiled with its own ISA flags
-// (CMakeLists.txt) and only called when amx_bf16_available().
-#include <cpuid.h>
+// The bf16 prefill operands (bf16_gemm.h: activations and weights packed as bf16 tiles) and the
+// AVX-512 BF16 GEMM on them. Tile (rb, kc) of the weights holds rows 16rb..16rb+15 and inputs
+// 32kc..32kc+31 as 16 pairs x 16 rows: one 64-byte row per input pair, the 16 weight rows in its 16
+// 32-bit lanes, which is what VDPBF16PS takes as its vector operand; the activation pair is the
+// broadcast one. A block of T tokens x 32 weight rows keeps 2T accumulators in registers (T = 12:
+// 24 of the 32 zmm) and runs down the inputs: per input pair two weight loads, T broadcasts, 2T
+// VDPBF16PS. Rows outer (a 32-row stripe of weights, 64 bytes per input, stays in L2 while the
+// token blocks stream past it). Compiled with its own ISA flags, called only when the CPU has
+// AVX-512 BF16 (bf16_gemm_best).
 #include "intrinsics.h"
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 
 #include "lowbit/core/dtype.h"
-#include "lowbit/kernels/amx.h"
+#include "lowbit/kernels/bf16_gemm.h"
 
 namespace lowbit {
 
 namespace {
-
-constexpr long kArchReqXcompPerm = 0x1023;  // arch_prctl: ask for an extended state component
-constexpr long kXfeatureXtiledata = 18;      // AMX tile data
-
-struct TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// Tile configuration is per thread; loading it costs little next to a 128-row tile product.
-void configure_tiles() {
-  alignas(64) TileConfig c;
-  for (int t = 0; t < 8; ++t) {
-    c.rows[t] = 16;
-    c.colsb[t] = 64;
-  }
-  _tile_loadconfig(&c);
-}
 
 // 16 floats -> 16 bf16 (round to nearest even), as f32_to_bf16 does for finite values.
 inline __m256i to_bf16(__m512 v) {
@@ -51,27 +33,52 @@ inline __m512i to_bf16_32(__m512 v) {
   return _mm512_srli_epi32(_mm512_add_epi32(u, rounding), 16);
 }
 
-}  // namespace
-
-size_t amx_m(size_t m) { return (m + 31) / 32 * 32; }
-size_t amx_k(size_t k) { return (k + 31) / 32 * 32; }
-
-bool amx_bf16_available() {
-  static const bool ok = [] {
-    if (const char* v = std::getenv("LOWBIT_AMX"); v && std::strcmp(v, "0") == 0) return false;
-    // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 22 AMX-BF16 (clang 14's __builtin_cpu_supports knows
-    // neither); the kernel grants the tile state below, or refuses.
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22))) return false;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bw")) return false;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return ok;
+// acc[t][h] = Σ_c a[t][c] · w[16h + lane][c] for T tokens (rows of kp bf16) and the 32 weight rows
+// whose tiles start at b0 (rows 0-15) and b1 (rows 16-31).
+template <int T>
+inline void block(const uint16_t* a, size_t kp, const uint16_t* b0, const uint16_t* b1, size_t kc_n, __m512 (&acc)[T][2]) {
+  for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+  for (size_t kc = 0; kc < kc_n; ++kc) {
+    const uint16_t* w0 = b0 + kc * 512;
+    const uint16_t* w1 = b1 + kc * 512;
+    const uint16_t* x = a + kc * 32;
+    for (int p = 0; p < 16; ++p) {
+      const __m512bh v0 = (__m512bh)_mm512_loadu_si512(w0 + p * 32);
+      const __m512bh v1 = (__m512bh)_mm512_loadu_si512(w1 + p * 32);
+      for (int t = 0; t < T; ++t) {
+        int32_t pair;
+        std::memcpy(&pair, x + size_t(t) * kp + 2 * p, sizeof pair);
+        const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+        acc[t][0] = _mm512_dpbf16_ps(acc[t][0], v0, xv);
+        acc[t][1] = _mm512_dpbf16_ps(acc[t][1], v1, xv);
+      }
+    }
+  }
 }
 
-void amx_pack_acts(const float* x, size_t m, size_t ldx, size_t k, uint16_t* out) {
-  const size_t kp = amx_k(k), mp = amx_m(m);
+// Tokens [i0, i0 + T) (rows past m are the zero padding: computed, not stored) x rows [j0, j0 + 32).
+template <int T>
+void run_block(const uint16_t* a, size_t m, size_t i0, const uint16_t* b0, const uint16_t* b1, size_t n, size_t j0,
+               size_t kp, float* y, size_t ldy, bool accumulate) {
+  __m512 acc[T][2];
+  block<T>(a + i0 * kp, kp, b0, b1, kp / 32, acc);
+  for (int h = 0; h < 2; ++h) {
+    const size_t j = j0 + size_t(16 * h);
+    if (j >= n) break;
+    const __mmask16 mask = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    for (int t = 0; t < T && i0 + size_t(t) < m; ++t) {
+      float* yi = y + (i0 + size_t(t)) * ldy + j;
+      __m512 v = acc[t][h];
+      if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yi));
+      _mm512_mask_storeu_ps(yi, mask, v);
+    }
+  }
+}
+
+}  // namespace
+
+void bf16_pack_acts(const float* x, size_t m, size_t ldx, size_t k, uint16_t* out) {
+  const size_t kp = bf16_k(k), mp = bf16_m(m);
   for (size_t i = 0; i < mp; ++i) {
     uint16_t* o = out + i * kp;
     if (i >= m) {
@@ -86,8 +93,8 @@ void amx_pack_acts(const float* x, size_t m, size_t ldx, size_t k, uint16_t* out
   }
 }
 
-void amx_pack_weights(const float* w, size_t n, size_t k, uint16_t* out) {
-  const size_t kp = amx_k(k), np = amx_m(n), kc_n = kp / 32;
+void bf16_pack_weights(const float* w, size_t n, size_t k, uint16_t* out) {
+  const size_t kp = bf16_k(k), np = bf16_m(n), kc_n = kp / 32;
   alignas(64) uint16_t row[32];
   for (size_t rb = 0; rb < np / 16; ++rb)
     for (size_t kc = 0; kc < kc_n; ++kc) {
@@ -111,8 +118,8 @@ void amx_pack_weights(const float* w, size_t n, size_t k, uint16_t* out) {
     }
 }
 
-void amx_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint16_t* out) {
-  const size_t n = size_t(r1 - r0), kp = amx_k(size_t(w.cols)), np = amx_m(n), kc_n = kp / 32;
+void bf16_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint16_t* out) {
+  const size_t n = size_t(r1 - r0), kp = bf16_k(size_t(w.cols)), np = bf16_m(n), kc_n = kp / 32;
   const int64_t uc = w.unit_cols(), units = w.cols / uc, G = std::min(w.group, w.cols), groups = w.groups();
   const bool u4 = w.kind == PackedKind::U4;
   const __m512i low4 = _mm512_set1_epi32(0x0F), z = _mm512_set1_epi32(w.int_zero);
@@ -153,52 +160,25 @@ void amx_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint1
   }
 }
 
-void amx_gemm(const uint16_t* a, size_t m, const uint16_t* b, size_t n, size_t k, float* y, size_t ldy,
-              bool accumulate) {
-  configure_tiles();
-  const size_t kp = amx_k(k), kc_n = kp / 32, stride_a = kp * 2;
-  alignas(64) float c[4][16 * 16];
-  // Tokens outer: a 32-token block of activations stays in L1/L2 while the (L2-resident) weights
-  // of the work item stream past it.
-  for (size_t mb = 0; mb < amx_m(m); mb += 32) {
-    const uint16_t* a0 = a + mb * kp;
-    const uint16_t* a1 = a0 + 16 * kp;
-    for (size_t nb = 0; nb < amx_m(n); nb += 32) {
-      const uint16_t* b0 = b + (nb / 16) * kc_n * 512;
-      const uint16_t* b1 = b0 + kc_n * 512;
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-      for (size_t kc = 0; kc < kc_n; ++kc) {
-        _tile_loadd(4, a0 + kc * 32, stride_a);
-        _tile_loadd(5, a1 + kc * 32, stride_a);
-        _tile_loadd(6, b0 + kc * 512, 64);
-        _tile_loadd(7, b1 + kc * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-      }
-      _tile_stored(0, c[0], 64);
-      _tile_stored(1, c[1], 64);
-      _tile_stored(2, c[2], 64);
-      _tile_stored(3, c[3], 64);
-      for (int t = 0; t < 4; ++t) {
-        const size_t i0 = mb + (t >= 2 ? 16 : 0), j0 = nb + (t & 1 ? 16 : 0);
-        if (j0 >= n) continue;
-        const size_t cols = n - j0 < 16 ? n - j0 : 16;
-        const __mmask16 mask = __mmask16((1u << cols) - 1);
-        for (size_t i = i0; i < m && i < i0 + 16; ++i) {
-          float* yi = y + i * ldy + j0;
-          __m512 v = _mm512_load_ps(c[t] + (i - i0) * 16);
-          if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, yi));
-          _mm512_mask_storeu_ps(yi, mask, v);
-        }
-      }
-    }
+
+void avx512bf16_gemm(const uint16_t* a, size_t m, const uint16_t* b, size_t n, size_t k, float* y, size_t ldy,
+                     bool accumulate) {
+  constexpr size_t kT = 12;
+  const size_t kp = bf16_k(k), kc_n = kp / 32;
+  for (size_t j0 = 0; j0 < n; j0 += 32) {
+    const uint16_t* b0 = b + (j0 / 16) * kc_n * 512;
+    const uint16_t* b1 = b0 + kc_n * 512;  // inside the padding to 32 rows when n - j0 <= 16
+    size_t i0 = 0;
+    for (; i0 + kT <= m; i0 += kT) run_block<kT>(a, m, i0, b0, b1, n, j0, kp, y, ldy, accumulate);
+    // The rest in 4, 8 or 12 tokens: rows up to m rounded up to 4 are inside the padding to 32.
+    const size_t left = m - i0;
+    if (left > 8)
+      run_block<12>(a, m, i0, b0, b1, n, j0, kp, y, ldy, accumulate);
+    else if (left > 4)
+      run_block<8>(a, m, i0, b0, b1, n, j0, kp, y, ldy, accumulate);
+    else if (left > 0)
+      run_block<4>(a, m, i0, b0, b1, n, j0, kp, y, ldy, accumulate);
   }
-  _tile_release();
 }
 
 }  // namespace lowbit

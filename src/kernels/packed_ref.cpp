@@ -60,7 +60,7 @@ PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out) {
   l.lanes = true;
   out.codes.assign(size_t(blocks * units * 64), 0);
   const size_t np = size_t(blocks * groups * 16);
-  auto params = [&](const float* f32, const uint16_t* f16, std::vector<float>& o32, std::vector<uint16_t>& o16) {
+  auto params = [&](const float* f32, const uint16_t* f16, stream_vector<float>& o32, stream_vector<uint16_t>& o16) {
     if (f16) o16.assign(np, 0);
     if (f32) o32.assign(np, 0.0f);
     for (int64_t r = 0; r < w.rows; ++r)

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "lowbit/core/aligned.h"
 #include "lowbit/core/dtype.h"
 
 namespace lowbit {
@@ -75,10 +76,11 @@ struct PackedMatrix {
 // whole 64-column blocks (cols % 64 == 0) and groups of whole blocks (or one group per row).
 bool lanes_eligible(const PackedMatrix& w);
 // What a relaid matrix points to: codes, and scales / offsets in the source's own float type.
+// (Aligned to 64 bytes, large ones to 2 MB with huge pages advised: core/aligned.h.)
 struct PackedLanes {
-  std::vector<uint8_t> codes;
-  std::vector<uint16_t> scale_f16, offset_f16;
-  std::vector<float> scale, offset;
+  stream_vector<uint8_t> codes;
+  stream_vector<uint16_t> scale_f16, offset_f16;
+  stream_vector<float> scale, offset;
 };
 // w (row-major, lanes_eligible) re-laid into `out`: the same matrix in the lanes layout, pointing
 // into out. Rows are split over the thread pool.

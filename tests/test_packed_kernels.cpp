@@ -439,7 +439,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const PackedKernels& ref = packed_kernels_ref();
-  int checked = 0, vector_checked = 0, amx_checked = 0;
+  int checked = 0, vector_checked = 0, tiles_checked = 0;
   const bool bf16_tiles = amx_bf16_available() || avx512_bf16_available();  // the packing's ISA
   for (PackedKind kind : {PackedKind::U8, PackedKind::U4})
   for (int64_t rows : {1, 3, 16, 17, 33})
@@ -509,7 +509,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                   bf16_pack_weights(want_deq.data() + size_t(r0 * cols), n, size_t(cols), want_t.data());
                   bf16_pack_weights_lanes(l, r0, rows, got_t.data());
                   ASSERT_EQ(got_t, want_t) << "from row " << r0;
-                  ++amx_checked;
+                  ++tiles_checked;
                 }
               for (const PackedKernels* k : variants()) {
                 if (!k->takes_lanes) {
@@ -554,7 +554,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
     EXPECT_GE(vector_checked, 720);
   }
   if (bf16_tiles) {
-    EXPECT_GE(amx_checked, 600);
+    EXPECT_GE(tiles_checked, 600);
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <cblas.h>
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,8 +22,23 @@ namespace lowbit {
 size_t bf16_m(size_t m) { return (m + 31) / 32 * 32; }
 size_t bf16_k(size_t k) { return (k + 31) / 32 * 32; }
 
-// Here, in a file built for any x86-64, not in the kernels' own (whose flags let the compiler use
-// AVX-512 anywhere in them).
+// The CPU checks are here, in a file built for any x86-64, not in the kernels' own (whose flags let
+// the compiler use AVX-512 anywhere in them).
+bool amx_bf16_available() {
+  static const bool ok = [] {
+    if (const char* v = std::getenv("LOWBIT_AMX"); v && std::strcmp(v, "0") == 0) return false;
+    // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 22 AMX-BF16 (clang 14's __builtin_cpu_supports knows
+    // neither); the kernel grants the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, 0x1023, for
+    // XFEATURE_XTILEDATA, 18), or refuses.
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22))) return false;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bw")) return false;
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  }();
+  return ok;
+}
+
 bool avx512_bf16_available() {
   static const bool ok = [] {
     // CPUID leaf 7 sub-leaf 1: EAX bit 5 AVX512_BF16 (with F, BW and VL, which the kernel also uses).

@@ -2,24 +2,13 @@
 // tokens x 32 inputs each), B 6-7 (16 input pairs x 16 outputs each): 32 tokens x 32 outputs per
 // step of 32 inputs, four TDPBF16PS per two A and two B loads. Compiled with its own ISA flags
 // (CMakeLists.txt) and only called when amx_bf16_available().
-#include <cpuid.h>
 #include "intrinsics.h"
-#include <sys/syscall.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <cstdlib>
-#include <cstring>
-
-#include "lowbit/core/dtype.h"
 #include "lowbit/kernels/bf16_gemm.h"
 
 namespace lowbit {
 
 namespace {
-
-constexpr long kArchReqXcompPerm = 0x1023;  // arch_prctl: ask for an extended state component
-constexpr long kXfeatureXtiledata = 18;      // AMX tile data
 
 struct TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
@@ -38,21 +27,6 @@ void configure_tiles() {
 }
 
 }  // namespace
-
-bool amx_bf16_available() {
-  static const bool ok = [] {
-    if (const char* v = std::getenv("LOWBIT_AMX"); v && std::strcmp(v, "0") == 0) return false;
-    // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 22 AMX-BF16 (clang 14's __builtin_cpu_supports knows
-    // neither); the kernel grants the tile state below, or refuses.
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22))) return false;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bw")) return false;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return ok;
-}
-
 
 void amx_gemm(const uint16_t* a, size_t m, const uint16_t* b, size_t n, size_t k, float* y, size_t ldy,
               bool accumulate) {

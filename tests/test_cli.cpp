@@ -261,6 +261,9 @@ TEST(Cli, SynthBenchAndExport) {
     EXPECT_DOUBLE_EQ(j["bandwidth_gb_s"].get<double>(), 10);
     EXPECT_NEAR(j["bandwidth_pct"].get<double>(), 10 * j["weight_gb_s"].get<double>(), 1e-9);
     EXPECT_LE(j["decode_tok_s_min"].get<double>(), j["decode_tok_s"].get<double>());
+    EXPECT_FALSE(j["bandwidth_measured"].get<bool>());
+    EXPECT_LE(j["bandwidth_pct_min"].get<double>(), j["bandwidth_pct"].get<double>());
+    EXPECT_GE(j["bandwidth_pct_max"].get<double>(), j["bandwidth_pct"].get<double>());
   }
   r = run_lowbit("bench " + model + " --prompt 300 --gen 8", &err);  // the toy has 256 positions
   EXPECT_EQ(r.status, 1);

@@ -5,6 +5,7 @@
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
+#include "lowbit/kernels/attention.h"
 #include "lowbit/kernels/gemm.h"
 
 namespace lowbit {
@@ -23,54 +24,30 @@ int KVSession::start(int n) const {
 
 namespace {
 
-// q·k with 8 independent partial sums: a single running sum is a chain of dependent adds that the
-// compiler may not reorder (no -ffast-math), 4 cycles per element; this vectorizes.
-inline float dot(const float* a, const float* b, int n) {
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int d = 0;
-  for (; d + 8 <= n; d += 8)
-    for (int u = 0; u < 8; ++u) s[u] += a[d + u] * b[d + u];
-  float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-  for (; d < n; ++d) t += a[d] * b[d];
-  return t;
-}
-
 // First cache position a query at `pos` may attend to.
 int first_visible(int pos, int sliding_window) { return sliding_window > 0 ? std::max(0, pos - sliding_window + 1) : 0; }
 
-// Direct loop per (query row, head): for a few rows (decode), where BLAS calls per head cost more
-// than they save.
+// Decode (a few rows): attention.h's kernel per (query row, KV head, run of that KV head's query
+// heads), where BLAS calls per head cost more than they save. The keys and values of a KV head are
+// read once for its query heads; the runs are halved until both threads have work.
 void attention_rows(const float* q_all, size_t q_stride, KVSession& s, int layer, int n, int pos0,
                     const AttentionShape& a, float* out, size_t out_stride) {
   const int group = a.heads / a.kv_heads, hd = a.head_dim;
   const float scale = 1.0f / std::sqrt(float(hd));
   ThreadPool& pool = default_thread_pool();
-  std::vector<float> scratch(size_t(pool.size()) * size_t(pos0 + n));
-  pool.parallel_for(size_t(n) * size_t(a.heads), [&](size_t begin, size_t end, int t) {
-    float* scores = scratch.data() + size_t(t) * size_t(pos0 + n);
+  int run = group;
+  while (run % 2 == 0 && size_t(n) * size_t(a.heads / run) < 2 * size_t(pool.size())) run /= 2;
+  const size_t runs = size_t(a.heads / run);
+  const AttendFn attend = attend_best(hd);
+  std::vector<float> scratch(size_t(pool.size()) * size_t(run) * size_t(pos0 + n));
+  pool.parallel_for(size_t(n) * runs, [&](size_t begin, size_t end, int t) {
+    float* scores = scratch.data() + size_t(t) * size_t(run) * size_t(pos0 + n);
     for (size_t task = begin; task < end; ++task) {
-      const int i = int(task / size_t(a.heads)), h = int(task % size_t(a.heads));
-      const int pos = pos0 + i, kvh = h / group, lo = first_visible(pos, a.sliding_window);
-      const float* q = q_all + size_t(i) * q_stride + size_t(h) * size_t(hd);
-      float max_score = -INFINITY;
-      for (int j = lo; j <= pos; ++j) {
-        const float* k = s.k_at(layer, j) + size_t(kvh) * size_t(hd);
-        scores[j] = dot(q, k, hd) * scale;
-        max_score = std::max(max_score, scores[j]);
-      }
-      float sum = 0;
-      for (int j = lo; j <= pos; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        sum += scores[j];
-      }
-      float* o = out + size_t(i) * out_stride + size_t(h) * size_t(hd);
-      std::fill(o, o + hd, 0.0f);
-      const float inv_sum = 1.0f / sum;
-      for (int j = lo; j <= pos; ++j) {
-        const float* v = s.v_at(layer, j) + size_t(kvh) * size_t(hd);
-        const float p = scores[j] * inv_sum;
-        for (int d = 0; d < hd; ++d) o[d] += p * v[d];
-      }
+      const int i = int(task / runs), h0 = int(task % runs) * run;
+      const int pos = pos0 + i, kvh = h0 / group, lo = first_visible(pos, a.sliding_window);
+      attend(q_all + size_t(i) * q_stride + size_t(h0) * size_t(hd), run, hd, s.k_at(layer, lo) + size_t(kvh) * size_t(hd),
+             s.v_at(layer, lo) + size_t(kvh) * size_t(hd), size_t(s.kv_dim()), pos - lo + 1, scale, scores,
+             out + size_t(i) * out_stride + size_t(h0) * size_t(hd));
     }
   });
 }

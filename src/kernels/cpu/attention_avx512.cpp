@@ -1,0 +1,174 @@
+// attention.h's decode attention with AVX-512. Scores: 16-wide FMAs over each (key, head) pair,
+// each key row loaded once for the g heads, 16 pairs' horizontal sums done together (sum16).
+// Softmax: exp on 16 scores at a time (exp_le0). Values: each value row loaded once and added into
+// the heads' sums, held in registers for head sizes 16/32/64/128. 3.5-4x the scalar reference
+// (tinyllama shape, 256 keys: attention 10.5 % -> 4.7 % of a decode step's samples).
+#include "intrinsics.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "lowbit/kernels/attention.h"
+
+namespace lowbit {
+
+namespace {
+
+// e^x for x <= 0 (softmax after subtracting the maximum), 16 lanes: x = n·ln2 + r with n integer and
+// |r| <= ln2/2 (ln2 split in two parts so n·ln2_hi is exact), e^r by its Taylor series to r^7 (the
+// remainder r^8/8! < 6e-9 relative), then scaled by 2^n with vscalefps, which goes to 0 smoothly for
+// large negative n. (Cody & Waite's range reduction; any numerical-methods text.)
+inline __m512 exp_le0(__m512 x) {
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __m512 ln2_hi = _mm512_set1_ps(0.693145751953125f), ln2_lo = _mm512_set1_ps(1.428606765330187e-06f);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));  // below: e^x < 2^-149, the result is 0 anyway
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+  r = _mm512_fnmadd_ps(n, ln2_lo, r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __mmask16 tail_mask(int left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
+
+
+// The sums of the 16 lanes of each of v[0..15], in one register: four levels of shuffle-and-add
+// (halves, quarters across registers, then pairs and single lanes within 128-bit lanes), 30 shuffles
+// and 15 adds for 16 sums where 16 horizontal reductions take ~7 dependent operations each. Lanes
+// 4q, 4q + 1, 4q + 2, 4q + 3 of the result hold the sums of v[q], v[q + 8], v[q + 4], v[q + 12].
+inline __m512 sum16(const __m512* v) {
+  __m512 w[8], x[4], z[2];
+  for (int i = 0; i < 8; ++i)
+    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // w[i]: 128-bit lanes 0-1 partial sums of v[2i], lanes 2-3 of v[2i+1]
+  for (int i = 0; i < 4; ++i)
+    x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  // x[i]: 128-bit lane q holds 4 partial sums of v[4i + q]
+  for (int i = 0; i < 2; ++i)
+    z[i] = _mm512_add_ps(_mm512_shuffle_ps(x[i], x[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(x[i], x[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+  // z[i]: lane q holds [2 partials of v[4i + q], 2 partials of v[4i + 8 + q]]
+  return _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// scores[h][j] = scale · q_h·k_j, 16 (key, head) pairs at a time, key-major: each key row is loaded
+// once for the g heads, and every 16 dot products are summed together by sum16. NV: registers per
+// head (hd = 16·NV), or 0 for any multiple of 16.
+template <int NV>
+void scores_nv(const float* q, int g, int hd, const float* k, size_t ld, int len, float scale, float* scores) {
+  const int nv = NV > 0 ? NV : hd / 16;
+  __m512 acc[16];
+  int at[16];  // where each pending sum goes in scores
+  int n = 0;
+  auto flush = [&] {
+    for (int t = n; t < 16; ++t) acc[t] = _mm512_setzero_ps();
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, _mm512_mul_ps(sum16(acc), _mm512_set1_ps(scale)));
+    constexpr int kLane[4] = {0, 2, 1, 3};  // sum16's order
+    for (int t = 0; t < n; ++t) scores[at[t]] = sums[4 * (t % 4) + kLane[t / 4]];
+    n = 0;
+  };
+  for (int j = 0; j < len; ++j) {
+    const float* kj = k + size_t(j) * ld;
+    for (int h = 0; h < g; ++h) {
+      const float* qh = q + size_t(h) * size_t(hd);
+      __m512 a = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_loadu_ps(kj));
+      for (int d = 1; d < nv; ++d) a = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * d), _mm512_loadu_ps(kj + 16 * d), a);
+      acc[n] = a;
+      at[n] = h * len + j;
+      if (++n == 16) flush();
+    }
+  }
+  if (n > 0) flush();
+}
+
+// out[h] = Σ_j p[h][j]·v_j for heads [h0, h0 + HC) with NV registers per head (hd = 16·NV), the
+// sums in registers (each value row loaded once per HC heads).
+template <int NV, int HC>
+void weighted_values(const float* p, int len, const float* v, size_t ld, int hcount, float* out) {
+  __m512 acc[HC][NV];
+  for (int h = 0; h < HC; ++h)
+    for (int d = 0; d < NV; ++d) acc[h][d] = _mm512_setzero_ps();
+  for (int j = 0; j < len; ++j) {
+    const float* vj = v + size_t(j) * ld;
+    __m512 vd[NV];
+    for (int d = 0; d < NV; ++d) vd[d] = _mm512_loadu_ps(vj + 16 * d);
+    for (int h = 0; h < HC; ++h) {
+      if (h >= hcount) break;
+      const __m512 ph = _mm512_set1_ps(p[size_t(h) * size_t(len) + size_t(j)]);
+      for (int d = 0; d < NV; ++d) acc[h][d] = _mm512_fmadd_ps(ph, vd[d], acc[h][d]);
+    }
+  }
+  for (int h = 0; h < std::min(HC, hcount); ++h)
+    for (int d = 0; d < NV; ++d) _mm512_storeu_ps(out + size_t(h) * size_t(16 * NV) + size_t(16 * d), acc[h][d]);
+}
+
+template <int NV>
+void all_values(const float* p, int g, int len, const float* v, size_t ld, float* out) {
+  constexpr int HC = 16 / NV;  // 16 accumulators
+  for (int h = 0; h < g; h += HC)
+    weighted_values<NV, HC>(p + size_t(h) * size_t(len), len, v, ld, g - h, out + size_t(h) * size_t(16 * NV));
+}
+
+}  // namespace
+
+void attend_avx512(const float* q, int g, int hd, const float* k, const float* v, size_t ld, int len, float scale,
+                   float* scores, float* out) {
+  switch (hd) {
+    case 16: scores_nv<1>(q, g, hd, k, ld, len, scale, scores); break;
+    case 32: scores_nv<2>(q, g, hd, k, ld, len, scale, scores); break;
+    case 64: scores_nv<4>(q, g, hd, k, ld, len, scale, scores); break;
+    case 128: scores_nv<8>(q, g, hd, k, ld, len, scale, scores); break;
+    default: scores_nv<0>(q, g, hd, k, ld, len, scale, scores); break;
+  }
+  // Softmax per head, 16 scores at a time.
+  for (int h = 0; h < g; ++h) {
+    float* s = scores + size_t(h) * size_t(len);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < len; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, tail_mask(len - j), s + j));
+    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int j = 0; j < len; j += 16) {
+      const __mmask16 t = tail_mask(len - j);
+      const __m512 e = exp_le0(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, s + j), m));
+      sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(t, e));
+      _mm512_mask_storeu_ps(s + j, t, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (int j = 0; j < len; j += 16) {
+      const __mmask16 t = tail_mask(len - j);
+      _mm512_mask_storeu_ps(s + j, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, s + j), inv));
+    }
+  }
+  // Values: sums in registers for the usual head sizes, through memory (L1) for the others.
+  switch (hd) {
+    case 16: return all_values<1>(scores, g, len, v, ld, out);
+    case 32: return all_values<2>(scores, g, len, v, ld, out);
+    case 64: return all_values<4>(scores, g, len, v, ld, out);
+    case 128: return all_values<8>(scores, g, len, v, ld, out);
+    default: break;
+  }
+  for (int i = 0; i < g * hd; i += 16) _mm512_storeu_ps(out + i, _mm512_setzero_ps());
+  for (int j = 0; j < len; ++j) {
+    const float* vj = v + size_t(j) * ld;
+    for (int d = 0; d < hd; d += 16) {
+      const __m512 vd = _mm512_loadu_ps(vj + d);
+      for (int h = 0; h < g; ++h) {
+        float* o = out + size_t(h) * size_t(hd) + size_t(d);
+        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_set1_ps(scores[size_t(h) * size_t(len) + size_t(j)]), vd, _mm512_loadu_ps(o)));
+      }
+    }
+  }
+}
+
+}  // namespace lowbit

@@ -21,7 +21,9 @@ namespace {
 inline __m512 exp_le0(__m512 x) {
   const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
   const __m512 ln2_hi = _mm512_set1_ps(0.693145751953125f), ln2_lo = _mm512_set1_ps(1.428606765330187e-06f);
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));  // below: e^x < 2^-149, the result is 0 anyway
+  // Below -104, e^x < 2^-149: the result is 0 anyway. (vmaxps returns its second operand when either
+  // is NaN, so a NaN score stays NaN, as in the reference.)
+  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
   r = _mm512_fnmadd_ps(n, ln2_lo, r);
@@ -37,7 +39,6 @@ inline __m512 exp_le0(__m512 x) {
 }
 
 inline __mmask16 tail_mask(int left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
-
 
 // The sums of the 16 lanes of each of v[0..15], in one register: four levels of shuffle-and-add
 // (halves, quarters across registers, then pairs and single lanes within 128-bit lanes), 30 shuffles

@@ -137,33 +137,48 @@ TEST(Gptq, DiagonalOnlyIsRoundToNearestOnWeightedGrids) {
   const int64_t rows = 16, cols = 64;
   auto w = gaussian(size_t(rows * cols), 21, 0.05f);
   auto h = correlated_hessian(cols, 256, 5);
-  for (const Case& c : {Case{"affine", 4, 32}, Case{"affine", 3, 0}, Case{"symmetric", 4, 16}}) {
-    SCOPED_TRACE(c.format + std::to_string(c.bits) + " g" + std::to_string(c.group));
-    QuantSpec spec{.bits = c.bits, .group = c.group};
-    GptqOptions opt;
-    opt.diagonal_only = true;
-    // No error feedback and plain grids: exactly round-to-nearest, whatever H is.
-    GptqResult d = gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt);
-    GptqResult r = rtn_uniform(w.data(), rows, cols, c.format, spec);
-    EXPECT_EQ(d.dequantized, r.dequantized);
-    // With the grids searched, the error weighted by diag(H) can only go down, group by group.
-    opt.clip_steps = 20;
-    GptqResult s = gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt);
-    // diagonal_only skips the factorisations: it must be what full GPTQ computes on diag(H) alone.
-    std::vector<double> diag(h.size(), 0.0);
-    for (int64_t k = 0; k < cols; ++k) diag[size_t(k * cols + k)] = h[size_t(k * cols + k)];
-    GptqOptions full = opt;
-    full.diagonal_only = false;
-    EXPECT_EQ(gptq_quantize(w.data(), rows, cols, diag, c.format, spec, full).dequantized, s.dequantized);
-    double es = 0, er = 0;
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t k = 0; k < cols; ++k) {
-        const double hk = h[size_t(k * cols + k)], wi = w[size_t(i * cols + k)];
-        es += hk * (wi - s.dequantized[size_t(i * cols + k)]) * (wi - s.dequantized[size_t(i * cols + k)]);
-        er += hk * (wi - r.dequantized[size_t(i * cols + k)]) * (wi - r.dequantized[size_t(i * cols + k)]);
+  for (const Case& c : {Case{"affine", 4, 32}, Case{"affine", 3, 0}, Case{"symmetric", 4, 16}})
+    for (bool element : {false, true}) {
+      SCOPED_TRACE(c.format + std::to_string(c.bits) + " g" + std::to_string(c.group) + (element ? " element" : ""));
+      QuantSpec spec{.bits = c.bits, .group = c.group};
+      GptqOptions opt;
+      opt.diagonal_only = true;
+      opt.element_weights = element;
+      // No error feedback and plain grids: exactly round-to-nearest, whatever H is.
+      GptqResult d = gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt);
+      GptqResult r = rtn_uniform(w.data(), rows, cols, c.format, spec);
+      EXPECT_EQ(d.dequantized, r.dequantized);
+      // With the grids searched, the error weighted as the search weighs it can only go down.
+      opt.clip_steps = 20;
+      GptqResult s = gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt);
+      // diagonal_only skips the factorisations: it must be what full GPTQ computes on diag(H) alone.
+      std::vector<double> diag(h.size(), 0.0);
+      for (int64_t k = 0; k < cols; ++k) diag[size_t(k * cols + k)] = h[size_t(k * cols + k)];
+      GptqOptions full = opt;
+      full.diagonal_only = false;
+      EXPECT_EQ(gptq_quantize(w.data(), rows, cols, diag, c.format, spec, full).dequantized, s.dequantized);
+      // The search's weights: diag(H), times sqrt(σ² + w²) (σ² = 2·mean w² over the group) for element.
+      const int64_t gsize = c.group ? c.group : cols;
+      double es = 0, er = 0;
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t g0 = 0; g0 < cols; g0 += gsize) {
+          double sq = 0;
+          for (int64_t k = g0; k < g0 + gsize; ++k) sq += double(w[size_t(i * cols + k)]) * w[size_t(i * cols + k)];
+          const double sigma2 = 2 * sq / double(gsize);
+          for (int64_t k = g0; k < g0 + gsize; ++k) {
+            const double wi = w[size_t(i * cols + k)];
+            const double hk = h[size_t(k * cols + k)] * (element ? std::sqrt(sigma2 + wi * wi) : 1.0);
+            const double ds = wi - s.dequantized[size_t(i * cols + k)], dr = wi - r.dequantized[size_t(i * cols + k)];
+            es += hk * ds * ds;
+            er += hk * dr * dr;
+          }
+        }
+      EXPECT_LT(es, er);
+      if (element) {  // the element weights change which grids win
+        opt.element_weights = false;
+        EXPECT_NE(gptq_quantize(w.data(), rows, cols, h, c.format, spec, opt).dequantized, s.dequantized);
       }
-    EXPECT_LT(es, er);
-  }
+    }
 }
 
 TEST(Gptq, DeadInputsAndBadArguments) {

@@ -93,8 +93,18 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
     v.resize(size_t(c1 - c0));
     // Without act-order the processing index of a column is the column itself.
     for (int64_t c = c0; c < c1; ++c) v[size_t(c - c0)] = from_input ? double(w_in[r * cols + c]) : w[size_t(r * cols + c)];
-    grids[size_t(r * groups.per_row + g)] = UniformGrid::fit_search(format, spec.bits, v.data(), &importance[size_t(c0)],
-                                                                    c1 - c0, opt.clip_steps, opt.clip_max_shrink);
+    const double* weight = &importance[size_t(c0)];
+    if (opt.element_weights && opt.clip_steps > 0) {
+      thread_local std::vector<double> ew;
+      ew.resize(v.size());
+      double sum_sq = 0;
+      for (double x : v) sum_sq += x * x;
+      const double sigma2 = 2 * sum_sq / double(std::max<size_t>(1, v.size()));
+      for (size_t k = 0; k < v.size(); ++k) ew[k] = weight[k] * std::sqrt(sigma2 + v[k] * v[k]);
+      weight = ew.data();
+    }
+    grids[size_t(r * groups.per_row + g)] =
+        UniformGrid::fit_search(format, spec.bits, v.data(), weight, c1 - c0, opt.clip_steps, opt.clip_max_shrink);
   };
   if (groups.per_tensor) {
     double lo = INFINITY, hi = -INFINITY;

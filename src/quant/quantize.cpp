@@ -218,6 +218,9 @@ QuantizeReport quantize_checkpoint(const fs::path& in, const fs::path& out, cons
       g.act_order = false;
       if (g.clip_steps == 0) g.clip_steps = 20;
     }
+    if (!opt.clip_weights.empty() && opt.clip_weights != "input" && opt.clip_weights != "element")
+      fail("--clip-weights {}: expected input or element", opt.clip_weights);
+    g.element_weights = opt.clip_weights.empty() ? !gptq_rounding : opt.clip_weights == "element";
     spill_beside_out();
     if (opt.method == "awq") {
       AwqLayerwise a = awq_layerwise(*model, windows, uniform_scheme_for, g, opt.awq, opt.progress, take);

@@ -190,6 +190,11 @@ void register_quantize(CLI::App& app, std::function<int()>& run) {
                   "input's mean square activation (0 = off: the group's min and max)")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
+  cmd->add_option("--clip-weights", a->opt.clip_weights,
+                  "what weighs each element's error in the clipping search: input (its input's mean square "
+                  "activation) or element (that times sqrt(sigma^2 + w^2), as llama.cpp's k-quants with an imatrix); "
+                  "default: element for imatrix and awq's imatrix rounding, input for gptq")
+      ->check(CLI::IsMember({"input", "element"}));
   cmd->add_option("--awq-rounding", a->opt.awq_rounding,
                   "awq: how the scaled weights are rounded: imatrix (grids searched against each input's mean square) "
                   "or gptq (with the GPTQ options, e.g. --clip-search)")

@@ -31,6 +31,11 @@ struct GptqOptions {
   // nearest point of its group's grid, and with clip_steps the grids minimise the error weighted by
   // each input's mean square activation: importance-weighted RTN (llama.cpp's imatrix idea).
   bool diagonal_only = false;
+  // The clipping search weighs each element's squared error by its input's importance (diag H)
+  // times sqrt(σ² + w²), σ² = 2·mean w² over the group: large weights count more, as in llama.cpp's
+  // k-quants with an importance matrix (ggml-quants.c, make_qx_quants with quant_weights; read, not
+  // copied). Off: the input's importance alone. The imatrix default (measured in docs/status.md).
+  bool element_weights = false;
 };
 
 struct GptqResult {

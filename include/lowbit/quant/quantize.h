@@ -29,6 +29,10 @@ struct QuantizeOptions {
   HqqOptions hqq;
   ActivationOptions act;          // schemes that quantize activations with calibration (w8a8, llm-int8)
   std::string awq_rounding = "imatrix";  // how AWQ rounds its scaled weights: "imatrix" or "gptq" (with `gptq`)
+  // What weighs each element's error in the clipping search: "input" (its input's mean square
+  // activation), "element" (that times sqrt(σ² + w²): GptqOptions::element_weights) or "" for the
+  // method's default: element for imatrix and AWQ's imatrix rounding, input for GPTQ.
+  std::string clip_weights;
   bool force = false;             // replace an existing OUT
   bool progress = true;
   int threads = 0;

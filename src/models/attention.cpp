@@ -65,7 +65,12 @@ void causal_attention(const float* q, size_t q_stride, KVSession& s, int layer, 
   const int len = pos0 + n;  // keys visible to the last query
   const float scale = 1.0f / std::sqrt(float(hd));
   ThreadPool& pool = default_thread_pool();
-  std::vector<float> scores(size_t(n) * size_t(len));
+  // Kept between calls (calibration makes thousands of prefill calls; a fresh buffer was page faults
+  // and clearing): every entry of the n x len block is written below before it is read.
+  // (A thread_local named in the workers' lambda would be each worker's own: go through a reference.)
+  thread_local std::vector<float> scores_buffer;
+  std::vector<float>& scores = scores_buffer;
+  scores.resize(size_t(n) * size_t(len));
   for (int h = 0; h < a.heads; ++h) {
     const int kvh = h / group;
     gemm_f32_strided(q + size_t(h) * size_t(hd), q_stride, s.k_at(layer, 0) + size_t(kvh) * size_t(hd), size_t(kv_dim),

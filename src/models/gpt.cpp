@@ -193,6 +193,12 @@ struct GptModel::Work {
   std::vector<float> xn, qkv, att, mid, tmp;
 };
 
+struct GptModel::RunScratch {
+  int n;
+  KVSession kv;
+  Work work;
+};
+
 // Layer l applied to x [n][hidden] in place; keys and values go to layer `cache_layer` of s.
 void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, KVSession& s, Work& w,
                              const LinearObserver* obs) const {
@@ -257,9 +263,12 @@ void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, 
 
 void GptModel::run_layer(int l, float* x, int n, const LinearObserver* observer) const {
   if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
-  KVSession s(1, n, cfg_.hidden_size);  // this layer's keys and values only
-  Work w(cfg_, n);
-  layer_forward(l, /*cache_layer=*/0, x, n, 0, s, w, observer);
+  if (!run_scratch_ || run_scratch_->n != n) {
+    run_scratch_.reset();  // the old buffers go before the new ones are made
+    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.hidden_size), Work(cfg_, n)});
+  }
+  // The layer writes every key and value it reads (positions 0..n-1), so nothing needs clearing.
+  layer_forward(l, /*cache_layer=*/0, x, n, 0, run_scratch_->kv, run_scratch_->work, observer);
   check_finite_activations(x, n, cfg_.hidden_size, 0, layer_prefix_, l);
 }
 

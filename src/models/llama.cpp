@@ -172,6 +172,12 @@ struct LlamaModel::Work {
   std::vector<float> xn, qkv, att, gu, act, cos_t, sin_t;
 };
 
+struct LlamaModel::RunScratch {
+  int n;
+  KVSession kv;
+  Work work;
+};
+
 // Layer l's weights applied to x [n][hidden] in place; keys and values go to layer `cache_layer` of s.
 void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, KVSession& s, Work& w,
                                const LinearObserver* obs) const {
@@ -238,9 +244,12 @@ void LlamaModel::embed(std::span<const int32_t> tokens, float* x) const {
 
 void LlamaModel::run_layer(int layer, float* x, int n, const LinearObserver* observer) const {
   if (layer < 0 || layer >= cfg_.num_layers) fail("layer {} is outside 0..{}", layer, cfg_.num_layers - 1);
-  KVSession s(1, n, cfg_.num_kv_heads * cfg_.head_dim);  // this layer's keys and values only
-  Work w(cfg_, inv_freq_, n, 0);
-  layer_forward(layer, /*cache_layer=*/0, x, n, 0, s, w, observer);
+  if (!run_scratch_ || run_scratch_->n != n) {
+    run_scratch_.reset();  // the old buffers go before the new ones are made
+    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.num_kv_heads * cfg_.head_dim), Work(cfg_, inv_freq_, n, 0)});
+  }
+  // The layer writes every key and value it reads (positions 0..n-1), so nothing needs clearing.
+  layer_forward(layer, /*cache_layer=*/0, x, n, 0, run_scratch_->kv, run_scratch_->work, observer);
   check_finite_activations(x, n, cfg_.hidden_size, 0, "model.layers.", layer);
 }
 

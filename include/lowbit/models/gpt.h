@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <memory>
 #include <vector>
 
 #include "lowbit/formats/weights.h"
@@ -70,6 +71,11 @@ class GptModel : public CausalLM {
   struct Work;
   void layer_forward(int l, int cache_layer, float* x, int n, int pos0, class KVSession& s, Work& w,
                      const LinearObserver* obs) const;
+  // run_layer's keys / values and Work, kept for the next call with as many rows: calibration makes
+  // thousands of calls, and fresh buffers (page faults, clearing) were ~40 % of an imatrix run.
+  // run_layer is not reentrant (neither are the models' other entry points).
+  struct RunScratch;
+  mutable std::shared_ptr<RunScratch> run_scratch_;
 
   ModelConfig cfg_;
   int embed_dim_ = 0;                 // width of the token embeddings (OPT word_embed_proj_dim)

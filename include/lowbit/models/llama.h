@@ -7,6 +7,7 @@
 // RoPE uses the rotate-half convention (pairs (i, i + head_dim/2)); attention is causal with
 // grouped-query heads (num_heads / num_kv_heads query heads share one KV head).
 #include <optional>
+#include <memory>
 #include <vector>
 
 #include "lowbit/formats/weights.h"
@@ -60,6 +61,11 @@ class LlamaModel : public CausalLM {
   struct Work;
   void layer_forward(int l, int cache_layer, float* x, int n, int pos0, class KVSession& s, Work& w,
                      const LinearObserver* obs) const;
+  // run_layer's keys / values and Work, kept for the next call with as many rows: calibration makes
+  // thousands of calls, and fresh buffers (page faults, clearing) were ~40 % of an imatrix run.
+  // run_layer is not reentrant (neither are the models' other entry points).
+  struct RunScratch;
+  mutable std::shared_ptr<RunScratch> run_scratch_;
 
   ModelConfig cfg_;
   LinearWeights embed_;    // [vocab, hidden] (rows read one at a time for the look-up)

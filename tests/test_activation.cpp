@@ -1,0 +1,69 @@
+// The gated activation kernels (kernels/activation.h): the reference against double precision, and
+// every variant against the reference on lengths around the vector width, with values that reach
+// exp's range limits, outputs past n left untouched.
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "lowbit/kernels/activation.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+std::vector<float> gates(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 4.0f);
+  std::vector<float> g(n);
+  for (auto& v : g) v = normal(rng);
+  const float special[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 20.0f, -20.0f, 90.0f, -90.0f, 200.0f, -200.0f, 1e30f, -1e30f};
+  for (size_t j = 0; j < n && j < std::size(special); ++j) g[(j * 7) % n] = special[j];
+  return g;
+}
+
+// (Below 1e-30 the reference itself rounds to 0: e^90 overflows float.)
+double silu_mul_double(double g, double u) { return g / (1.0 + std::exp(-g)) * u; }
+
+TEST(SiluMul, ReferenceMatchesDoublePrecision) {
+  std::mt19937 rng(3);
+  const auto g = gates(257, rng);
+  std::vector<float> u(g.size(), 1.5f), out(g.size());
+  silu_mul_ref(g.data(), u.data(), out.data(), g.size());
+  for (size_t j = 0; j < g.size(); ++j) {
+    const double want = silu_mul_double(g[j], u[j]);
+    EXPECT_NEAR(out[j], want, 4e-7 * std::fabs(want) + 1e-30) << "g " << g[j];
+  }
+}
+
+TEST(SiluMul, EveryVariantMatchesReference) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq")) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  for (size_t n : {1, 2, 15, 16, 17, 31, 33, 100, 2816}) {
+    SCOPED_TRACE(n);
+    const auto g = gates(n, rng);
+    std::vector<float> u(n);
+    for (auto& v : u) v = normal(rng);
+    std::vector<float> want(n + 16, nan), got(n + 16, nan);
+    silu_mul_ref(g.data(), u.data(), want.data(), n);
+    silu_mul_avx512(g.data(), u.data(), got.data(), n);
+    for (size_t j = 0; j < n; ++j)
+      EXPECT_NEAR(got[j], want[j], 1e-6 * std::fabs(want[j]) + 1e-30) << j << " g " << g[j] << " u " << u[j];
+    for (size_t j = n; j < n + 16; ++j) EXPECT_TRUE(std::isnan(got[j])) << "wrote past n at " << j;
+  }
+  // NaN stays NaN; ±inf as the reference has them.
+  const float g[] = {nan, std::numeric_limits<float>::infinity(), 3.0f};
+  const float u[] = {1.0f, 2.0f, nan};
+  float want[3], got[3];
+  silu_mul_ref(g, u, want, 3);
+  silu_mul_avx512(g, u, got, 3);
+  EXPECT_TRUE(std::isnan(got[0]));
+  EXPECT_EQ(got[1], want[1]);
+  EXPECT_TRUE(std::isnan(got[2]));
+  EXPECT_NE(silu_mul_best(), nullptr);
+}
+
+}  // namespace
+}  // namespace lowbit

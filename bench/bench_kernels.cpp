@@ -1,0 +1,176 @@
+// Decode-step kernels on their own (Google Benchmark): one token (m = 1) through linear_forward on
+// packed int4 / int8 weights of a real model's shapes, with enough distinct matrices that every pass
+// reads from memory, as decoding does. Reports GB/s of weight traffic and its percentage of the read
+// bandwidth (kernels/bandwidth.h) measured by the first benchmark in the same run.
+//
+//   build/lowbit_bench_kernels [--benchmark_filter=REGEX] [--benchmark_repetitions=N]
+//
+// Shapes: TinyLlama-1.1B (hidden 2048, intermediate 5632, 32 + 4 + 4 heads of 64, vocab 32000):
+// q|k|v 2560 x 2048, o 2048 x 2048, gate|up 11264 x 2048, down 2048 x 5632, head 32000 x 2048.
+// "Layers" runs the four of each of 22 layers in a model's order (int4, group 128, affine with f16
+// scales and offsets, as `lowbit quantize --scheme int4` writes) and then the int8 head: the
+// weights side of a decode step with nothing between the calls, the bound the model approaches.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <random>
+
+#include "lowbit/core/dtype.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/kernels/bandwidth.h"
+#include "lowbit/kernels/gemm.h"
+#include "lowbit/kernels/linear.h"
+
+namespace lowbit {
+namespace {
+
+double g_bandwidth_gb_s = 0;  // the last read-bandwidth figure of this run
+
+struct Owned {
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> scale, offset;
+};
+
+// A packed matrix of random codes: U4 affine (lut 0..15, f16 scale and offset per group of 128) or
+// U8 symmetric per row (zero 128), as the checkpoints hold them; re-laid by from_packed as at load.
+LinearWeights make_linear(PackedKind kind, int64_t rows, int64_t cols, uint64_t seed) {
+  auto o = std::make_shared<Owned>();
+  PackedMatrix m;
+  m.kind = kind;
+  m.rows = rows;
+  m.cols = cols;
+  m.row_bytes = kind == PackedKind::U4 ? size_t(cols / 2) : size_t(cols);
+  m.group = kind == PackedKind::U4 ? 128 : cols;
+  o->codes.resize(size_t(rows) * m.row_bytes);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i + 8 <= o->codes.size(); i += 8) {  // xorshift: fast enough for 100s of MB
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    std::memcpy(&o->codes[i], &s, 8);
+  }
+  std::mt19937 rng{uint32_t(seed)};
+  std::uniform_real_distribution<float> u(0.005f, 0.02f);
+  o->scale.resize(size_t(rows * m.groups()));
+  for (auto& v : o->scale) v = f32_to_f16(u(rng));
+  m.data = o->codes.data();
+  m.scale_f16 = o->scale.data();
+  if (kind == PackedKind::U4) {
+    o->offset.resize(o->scale.size());
+    for (auto& v : o->offset) v = f32_to_f16(-8 * u(rng));
+    m.offset_f16 = o->offset.data();
+    for (int c = 0; c < 16; ++c) m.lut[c] = float(c);
+  } else {
+    m.zero = 128;
+  }
+  return LinearWeights::from_packed(m, o);
+}
+
+struct Shape {
+  const char* name;
+  PackedKind kind;
+  int64_t rows, cols;
+};
+constexpr Shape kQkv{"qkv", PackedKind::U4, 2560, 2048}, kO{"o", PackedKind::U4, 2048, 2048},
+    kGateUp{"gate_up", PackedKind::U4, 11264, 2048}, kDown{"down", PackedKind::U4, 2048, 5632},
+    kHead{"head_int8", PackedKind::U8, 32000, 2048};
+constexpr int kLayers = 22;
+
+// Weight traffic of `passes` passes of bytes_per_pass in `seconds` of wall clock.
+void report(benchmark::State& state, uint64_t bytes_per_pass, double seconds) {
+  const double bytes = double(bytes_per_pass) * double(state.iterations());
+  state.SetBytesProcessed(int64_t(bytes));
+  const double gb_s = bytes / 1e9 / seconds;
+  state.counters["GB/s"] = gb_s;
+  if (g_bandwidth_gb_s > 0) state.counters["%bw"] = 100 * gb_s / g_bandwidth_gb_s;
+}
+
+// Runs body once per benchmark iteration; returns the wall-clock seconds of all of them.
+template <class F>
+double timed_loop(benchmark::State& state, F&& body) {
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    body();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return seconds;
+}
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  for (auto _ : state) {
+    const BandwidthResult r = measure_read_bandwidth(0, 3);
+    g_bandwidth_gb_s = r.gb_s;
+    state.counters["GB/s"] = r.gb_s;
+  }
+}
+
+// One shape: kLayers distinct matrices, one token through each in turn.
+void BM_DecodeShape(benchmark::State& state, Shape shape) {
+  std::vector<LinearWeights> ws;
+  uint64_t bytes = 0;
+  for (int l = 0; l < kLayers; ++l) {
+    ws.push_back(make_linear(shape.kind, shape.rows, shape.cols, uint64_t(l + 1)));
+    bytes += ws.back().bytes();
+  }
+  std::vector<float> x(size_t(shape.cols)), y(size_t(shape.rows));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
+  const double seconds = timed_loop(state, [&] {
+    for (const auto& w : ws) {
+      linear_forward(w, x.data(), 1, y.data());
+      benchmark::DoNotOptimize(y.data());
+    }
+  });
+  report(state, bytes, seconds);
+}
+
+// A decode step's weights in a model's order (see the file comment); the outputs of one call are
+// not the next one's inputs (the values do not matter to the speed).
+void BM_DecodeLayers(benchmark::State& state) {
+  std::vector<LinearWeights> ws;
+  uint64_t bytes = 0;
+  for (int l = 0; l < kLayers; ++l)
+    for (const Shape& s : {kQkv, kO, kGateUp, kDown}) {
+      ws.push_back(make_linear(s.kind, s.rows, s.cols, uint64_t(100 + ws.size())));
+      bytes += ws.back().bytes();
+    }
+  ws.push_back(make_linear(kHead.kind, kHead.rows, kHead.cols, 999));
+  bytes += ws.back().bytes();
+  std::vector<float> x(size_t(kDown.cols)), y(size_t(kHead.rows));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
+  const double seconds = timed_loop(state, [&] {
+    for (const auto& w : ws) {
+      linear_forward(w, x.data(), 1, y.data());
+      benchmark::DoNotOptimize(y.data());
+    }
+  });
+  report(state, bytes, seconds);
+  state.counters["calls/step"] = double(ws.size());
+}
+
+}  // namespace
+}  // namespace lowbit
+
+int main(int argc, char** argv) {
+  lowbit::select_blas_kernels(argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  using namespace lowbit;
+  benchmark::RegisterBenchmark("ReadBandwidth", BM_ReadBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond);
+  for (const Shape& s : {kQkv, kO, kGateUp, kDown, kHead})
+    benchmark::RegisterBenchmark((std::string("Decode/") + s.name).c_str(), BM_DecodeShape, s)
+        ->Unit(benchmark::kMillisecond)
+        ->MinTime(1.0)
+        ->UseRealTime();
+  benchmark::RegisterBenchmark("DecodeLayers/tinyllama-int4", BM_DecodeLayers)
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(2.0)
+      ->UseRealTime();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

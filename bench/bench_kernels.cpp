@@ -13,6 +13,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -128,7 +129,7 @@ void BM_DecodeShape(benchmark::State& state, Shape shape) {
 
 // A decode step's weights in a model's order (see the file comment); the outputs of one call are
 // not the next one's inputs (the values do not matter to the speed).
-void BM_DecodeLayers(benchmark::State& state) {
+void BM_DecodeLayers(benchmark::State& state, bool grouped) {
   std::vector<LinearWeights> ws;
   uint64_t bytes = 0;
   for (int l = 0; l < kLayers; ++l)
@@ -136,6 +137,10 @@ void BM_DecodeLayers(benchmark::State& state) {
       ws.push_back(make_linear(s.kind, s.rows, s.cols, uint64_t(100 + ws.size())));
       bytes += ws.back().bytes();
     }
+  if (grouped)  // the same calls, all of one shape after another (as the Decode/ benchmarks run them)
+    std::stable_sort(ws.begin(), ws.end(), [](const LinearWeights& a, const LinearWeights& b) {
+      return std::make_pair(a.rows, a.cols) < std::make_pair(b.rows, b.cols);
+    });
   ws.push_back(make_linear(kHead.kind, kHead.rows, kHead.cols, 999));
   bytes += ws.back().bytes();
   std::vector<float> x(size_t(kDown.cols)), y(size_t(kHead.rows));
@@ -166,7 +171,11 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMillisecond)
         ->MinTime(1.0)
         ->UseRealTime();
-  benchmark::RegisterBenchmark("DecodeLayers/tinyllama-int4", BM_DecodeLayers)
+  benchmark::RegisterBenchmark("DecodeLayers/tinyllama-int4/grouped", BM_DecodeLayers, true)
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(2.0)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("DecodeLayers/tinyllama-int4", BM_DecodeLayers, false)
       ->Unit(benchmark::kMillisecond)
       ->MinTime(2.0)
       ->UseRealTime();

@@ -86,16 +86,31 @@ void report(benchmark::State& state, uint64_t bytes_per_pass, double seconds) {
   if (g_bandwidth_gb_s > 0) state.counters["%bw"] = 100 * gb_s / g_bandwidth_gb_s;
 }
 
-// Runs body once per benchmark iteration; returns the wall-clock seconds of all of them.
-template <class F>
-double timed_loop(benchmark::State& state, F&& body) {
+// One token through every matrix of ws in turn, per benchmark iteration (a random input of the
+// widest matrix; the outputs of one call are not the next one's inputs: the values do not matter to
+// the speed); reports the weight traffic against the wall clock.
+void run_decode(benchmark::State& state, const std::vector<LinearWeights>& ws) {
+  int64_t cols = 0, rows = 0;
+  uint64_t bytes = 0;
+  for (const auto& w : ws) {
+    cols = std::max(cols, w.cols);
+    rows = std::max(rows, w.rows);
+    bytes += w.bytes();
+  }
+  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
   double seconds = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    body();
+    for (const auto& w : ws) {
+      linear_forward(w, x.data(), 1, y.data());
+      benchmark::DoNotOptimize(y.data());
+    }
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  return seconds;
+  report(state, bytes, seconds);
 }
 
 void BM_ReadBandwidth(benchmark::State& state) {
@@ -109,51 +124,22 @@ void BM_ReadBandwidth(benchmark::State& state) {
 // One shape: kLayers distinct matrices, one token through each in turn.
 void BM_DecodeShape(benchmark::State& state, Shape shape) {
   std::vector<LinearWeights> ws;
-  uint64_t bytes = 0;
-  for (int l = 0; l < kLayers; ++l) {
-    ws.push_back(make_linear(shape.kind, shape.rows, shape.cols, uint64_t(l + 1)));
-    bytes += ws.back().bytes();
-  }
-  std::vector<float> x(size_t(shape.cols)), y(size_t(shape.rows));
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal;
-  for (auto& v : x) v = normal(rng);
-  const double seconds = timed_loop(state, [&] {
-    for (const auto& w : ws) {
-      linear_forward(w, x.data(), 1, y.data());
-      benchmark::DoNotOptimize(y.data());
-    }
-  });
-  report(state, bytes, seconds);
+  for (int l = 0; l < kLayers; ++l) ws.push_back(make_linear(shape.kind, shape.rows, shape.cols, uint64_t(l + 1)));
+  run_decode(state, ws);
 }
 
-// A decode step's weights in a model's order (see the file comment); the outputs of one call are
-// not the next one's inputs (the values do not matter to the speed).
+// A decode step's weights in a model's order (see the file comment).
 void BM_DecodeLayers(benchmark::State& state, bool grouped) {
   std::vector<LinearWeights> ws;
-  uint64_t bytes = 0;
   for (int l = 0; l < kLayers; ++l)
-    for (const Shape& s : {kQkv, kO, kGateUp, kDown}) {
+    for (const Shape& s : {kQkv, kO, kGateUp, kDown})
       ws.push_back(make_linear(s.kind, s.rows, s.cols, uint64_t(100 + ws.size())));
-      bytes += ws.back().bytes();
-    }
   if (grouped)  // the same calls, all of one shape after another (as the Decode/ benchmarks run them)
     std::stable_sort(ws.begin(), ws.end(), [](const LinearWeights& a, const LinearWeights& b) {
       return std::make_pair(a.rows, a.cols) < std::make_pair(b.rows, b.cols);
     });
   ws.push_back(make_linear(kHead.kind, kHead.rows, kHead.cols, 999));
-  bytes += ws.back().bytes();
-  std::vector<float> x(size_t(kDown.cols)), y(size_t(kHead.rows));
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal;
-  for (auto& v : x) v = normal(rng);
-  const double seconds = timed_loop(state, [&] {
-    for (const auto& w : ws) {
-      linear_forward(w, x.data(), 1, y.data());
-      benchmark::DoNotOptimize(y.data());
-    }
-  });
-  report(state, bytes, seconds);
+  run_decode(state, ws);
   state.counters["calls/step"] = double(ws.size());
 }
 

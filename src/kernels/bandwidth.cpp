@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -68,7 +69,10 @@ BandwidthResult measure_read_bandwidth(size_t bytes, int repeats) {
   // The best read the machine gives the kernels: their allocator (2 MB pages where the kernel allows,
   // core/aligned.h) and their load width where the CPU has AVX-512. (Plain 4 KB pages and 8-byte loads
   // measured 60-66 GB/s where this reads 74, below what the decode kernels themselves stream.)
-  stream_vector<uint64_t> buf(n);
+  // Allocated, not value-initialised (a vector would clear 1-2 GB on this thread first): the pages are
+  // first touched below by the threads that read them.
+  StreamAllocator<uint64_t> alloc;
+  std::unique_ptr<uint64_t[], std::function<void(uint64_t*)>> buf(alloc.allocate(n), [&](uint64_t* p) { alloc.deallocate(p, n); });
   __builtin_cpu_init();
   const bool wide = __builtin_cpu_supports("avx512f");
   auto sum = [&](const uint64_t* p, size_t count) { return wide ? sum_words_avx512(p, count) : sum_words(p, count); };
@@ -83,7 +87,7 @@ BandwidthResult measure_read_bandwidth(size_t bytes, int repeats) {
     std::vector<uint64_t> partial(size_t(pool.size()), 0);
     const auto t0 = std::chrono::steady_clock::now();
     // Slices of whole 64-byte lines, so that every slice stays aligned.
-    pool.parallel_for(n / 8, [&](size_t b, size_t e, int t) { partial[size_t(t)] = sum(buf.data() + 8 * b, 8 * (e - b)); });
+    pool.parallel_for(n / 8, [&](size_t b, size_t e, int t) { partial[size_t(t)] = sum(buf.get() + 8 * b, 8 * (e - b)); });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (uint64_t v : partial) sink = sink + v;
     if (r > 0) rates.push_back(double(n * sizeof(uint64_t)) / s / 1e9);

@@ -13,7 +13,7 @@ void silu_mul_ref(const float* gate, const float* up, float* out, size_t n) {
 
 SiluMulFn silu_mul_best() {
   static const SiluMulFn fn = [] {
-    if (const char* e = std::getenv("LOWBIT_ACTIVATION"); e && std::strcmp(e, "ref") == 0) return &silu_mul_ref;
+    if (const char* e = std::getenv("LOWBIT_SILU"); e && std::strcmp(e, "ref") == 0) return &silu_mul_ref;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") ? &silu_mul_avx512 : &silu_mul_ref;
   }();

@@ -11,7 +11,7 @@ using SiluMulFn = void (*)(const float* gate, const float* up, float* out, size_
 void silu_mul_ref(const float* gate, const float* up, float* out, size_t n);
 // Needs AVX-512 F/DQ.
 void silu_mul_avx512(const float* gate, const float* up, float* out, size_t n);
-// The AVX-512 version when the CPU has AVX-512 F/DQ; LOWBIT_ACTIVATION=ref forces the reference.
+// The AVX-512 version when the CPU has AVX-512 F/DQ; LOWBIT_SILU=ref forces the reference.
 SiluMulFn silu_mul_best();
 
 }  // namespace lowbit

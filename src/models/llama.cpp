@@ -46,10 +46,15 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
 }
 
 void rms_norm(const float* x, const float* weight, float* out, int n, float eps) {
-  double ss = 0;
-  for (int i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  // Eight partial sums (one chain of n dependent double adds was ~3 µs of a decode layer at n = 2048).
+  double part[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) part[j] += double(x[i + j]) * double(x[i + j]);
+  for (; i < n; ++i) part[0] += double(x[i]) * double(x[i]);
+  const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
   const float scale = float(1.0 / std::sqrt(ss / n + double(eps)));
-  for (int i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * scale);
+  for (i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * scale);
 }
 
 // Rotate-half RoPE on one head vector: (x_i, x_{i+half}) -> (x_i c - x_{i+half} s, x_{i+half} c + x_i s).
@@ -218,15 +223,13 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
   norm_rows(L.ffn_norm);
   if (obs && !(*obs)({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, w.xn.data(), n, hidden)) return;
   linear_forward(L.w_gate_up, w.xn.data(), size_t(n), w.gu.data());
-  // SiLU(gate) · up (kernels/activation.h); a decode step's single row is split too.
-  const size_t parts = size_t(n) >= size_t(pool.size()) ? 1 : size_t(pool.size());
+  // SiLU(gate) · up (kernels/activation.h), rows over the threads; a decode step's single row on
+  // this thread (split in two, waking the pool cost more than the ~1.5 µs of AVX-512 work).
   const SiluMulFn silu_mul = silu_mul_best();
-  pool.parallel_for(size_t(n) * parts, [&](size_t b, size_t e, int) {
-    for (size_t item = b; item < e; ++item) {
-      const size_t i = item / parts, part = item % parts;
-      const size_t j0 = size_t(inter) * part / parts, j1 = size_t(inter) * (part + 1) / parts;
+  pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; ++i) {
       const float* g = &w.gu[i * size_t(2 * inter)];
-      silu_mul(g + j0, g + inter + j0, &w.act[i * size_t(inter) + j0], j1 - j0);
+      silu_mul(g, g + inter, &w.act[i * size_t(inter)], size_t(inter));
     }
   });
   if (obs && !(*obs)({p + "mlp.down_proj.weight"}, w.act.data(), n, inter)) return;

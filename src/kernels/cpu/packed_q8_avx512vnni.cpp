@@ -264,8 +264,10 @@ void quantize_acts_vnni(const float* x, size_t m, size_t ldx, int64_t cols, int6
 // Per 64-byte unit: U8 holds 4 columns of 16 rows (one vpdpbusd against a broadcast of 4 activation
 // bytes); U4 holds 8, its low nibbles columns 0-3 and its high ones 4-7 (two). Four accumulators
 // keep the dot products' latency hidden. Activations are in natural order. The block's bytes are
-// prefetched into L2 8 KB ahead (T0 was slower: fill buffers; 16 KB the same, 32 KB slower).
-constexpr int64_t kLanesAhead = 8192;
+// prefetched 4 KB ahead, non-temporal (read once). Interleaved A/B of a decode step's 89 matrices
+// against a read pass in the same process (bench/NOTES.md, 11th session): NTA or T0 at 4 KB ~2-3 %
+// above T1 at 4 or 8 KB, T0 at 2-3 KB below, no prefetch 8-10 % below.
+constexpr int64_t kLanesAhead = 4096;
 
 inline __m512i broadcast4(const int8_t* p) {
   int32_t v;
@@ -280,7 +282,7 @@ inline __m512i lanes_dot64(const uint8_t*& p, const int8_t* xk) {
   __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
   for (int u = 0; u < 4; ++u, xk += 16) {  // 16 columns: two U4 units or four U8 ones
     for (int64_t line = 0; line < (U4 ? 128 : 256); line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(p) + kLanesAhead + line, _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kLanesAhead + line, _MM_HINT_NTA);
     if constexpr (U4) {
       const __m512i low4 = _mm512_set1_epi8(0x0F);
       const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);

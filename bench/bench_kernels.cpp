@@ -128,6 +128,12 @@ void BM_DecodeShape(benchmark::State& state, Shape shape) {
   run_decode(state, ws);
 }
 
+// One matrix small enough to stay in the two cores' L2 caches (1 MB each), over and over: the
+// kernel's compute ceiling, with no memory traffic to wait for.
+void BM_DecodeCached(benchmark::State& state, Shape shape) {
+  run_decode(state, {make_linear(shape.kind, shape.rows, shape.cols, 1)});
+}
+
 // A decode step's weights in a model's order (see the file comment).
 void BM_DecodeLayers(benchmark::State& state, bool grouped) {
   std::vector<LinearWeights> ws;
@@ -156,6 +162,11 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark((std::string("Decode/") + s.name).c_str(), BM_DecodeShape, s)
         ->Unit(benchmark::kMillisecond)
         ->MinTime(1.0)
+        ->UseRealTime();
+  for (const Shape& s : {Shape{"int4_64x2048", PackedKind::U4, 64, 2048}, Shape{"int4_128x2048", PackedKind::U4, 128, 2048}, Shape{"int4_1024x2048", PackedKind::U4, 1024, 2048}, Shape{"int8_512x2048", PackedKind::U8, 512, 2048}})
+    benchmark::RegisterBenchmark((std::string("DecodeCached/") + s.name).c_str(), BM_DecodeCached, s)
+        ->Unit(benchmark::kMicrosecond)
+        ->MinTime(0.5)
         ->UseRealTime();
   benchmark::RegisterBenchmark("DecodeLayers/tinyllama-int4/grouped", BM_DecodeLayers, true)
       ->Unit(benchmark::kMillisecond)

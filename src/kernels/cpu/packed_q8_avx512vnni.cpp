@@ -16,6 +16,7 @@
 #include "intrinsics.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "lowbit/kernels/packed.h"
@@ -263,11 +264,19 @@ void quantize_acts_vnni(const float* x, size_t m, size_t ldx, int64_t cols, int6
 // ---- The lanes layout (PackedMatrix::lanes): 16 rows in the 16 lanes of a register. ----
 // Per 64-byte unit: U8 holds 4 columns of 16 rows (one vpdpbusd against a broadcast of 4 activation
 // bytes); U4 holds 8, its low nibbles columns 0-3 and its high ones 4-7 (two). Four accumulators
-// keep the dot products' latency hidden. Activations are in natural order. The block's bytes are
-// prefetched 4 KB ahead, non-temporal (read once). Interleaved A/B of a decode step's 89 matrices
-// against a read pass in the same process (bench/NOTES.md, 11th session): NTA or T0 at 4 KB ~2-3 %
-// above T1 at 4 or 8 KB, T0 at 2-3 KB below, no prefetch 8-10 % below.
-constexpr int64_t kLanesAhead = 4096;
+// keep the dot products' latency hidden. Activations are in natural order.
+// Prefetch: each line into L2 4 KB ahead, and, when that line starts a 4 KB page, the first line of
+// the page 12 KB ahead too: the hardware's L2 stream prefetcher stops at 4 KB page boundaries (on
+// 2 MB pages too) and restarts only after misses in the new page; touching each page early keeps it
+// streaming. Interleaved A/B of a decode step's 89 matrices against a read pass in one process
+// (bench/NOTES.md, 11th session): per-line prefetch alone (NTA or T1, 4-8 KB) streamed at 57-74 %
+// of the read, with the page touch 76-82 % (a plain sum through the same work items: 84-93 %).
+constexpr int64_t kLanesAhead = 4096, kPageAhead = 12288;
+
+inline void prefetch_stream(const char* line) {
+  _mm_prefetch(line + kLanesAhead, _MM_HINT_T1);
+  if ((reinterpret_cast<uintptr_t>(line + kLanesAhead) & 4095) == 0) _mm_prefetch(line + kPageAhead, _MM_HINT_T1);
+}
 
 inline __m512i broadcast4(const int8_t* p) {
   int32_t v;
@@ -281,8 +290,7 @@ template <bool U4>
 inline __m512i lanes_dot64(const uint8_t*& p, const int8_t* xk) {
   __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
   for (int u = 0; u < 4; ++u, xk += 16) {  // 16 columns: two U4 units or four U8 ones
-    for (int64_t line = 0; line < (U4 ? 128 : 256); line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(p) + kLanesAhead + line, _MM_HINT_NTA);
+    for (int64_t line = 0; line < (U4 ? 128 : 256); line += 64) prefetch_stream(reinterpret_cast<const char*>(p) + line);
     if constexpr (U4) {
       const __m512i low4 = _mm512_set1_epi8(0x0F);
       const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
@@ -345,6 +353,8 @@ void matmul_lanes(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1,
   // The stream's first bytes, which no earlier step prefetched (a work item starts a new stream).
   const char* first = reinterpret_cast<const char*>(w.data + size_t((r0 / 16) * (w.cols / w.unit_cols())) * 64);
   for (int64_t line = 0; line < kLanesAhead; line += 64) _mm_prefetch(first + line, _MM_HINT_T0);
+  const char* page = first - (reinterpret_cast<uintptr_t>(first) & 4095);  // and the pages up to kPageAhead
+  for (int64_t at = 4096; at < kPageAhead; at += 4096) _mm_prefetch(page + at, _MM_HINT_T1);
   const bool u4 = w.kind == PackedKind::U4;
   for (size_t i = 0; i < a.m; ++i)
     for (int64_t b = r0 / 16; b * 16 < r1; ++b)

@@ -34,21 +34,29 @@ size_t last_level_cache_bytes() {
   return best;
 }
 
+constexpr size_t kPageAhead = 16384;  // see sum_words_avx512
+
 // Sum of 64-bit words; four independent chains so the loads, not the adds, set the pace.
 uint64_t sum_words(const uint64_t* p, size_t n) {
   uint64_t a = 0, b = 0, c = 0, d = 0;
   size_t i = 0;
-  for (; i + 4 <= n; i += 4) a += p[i], b += p[i + 1], c += p[i + 2], d += p[i + 3];
+  for (; i + 4 <= n; i += 4) {
+    if ((reinterpret_cast<uintptr_t>(p + i) & 4095) == 0) __builtin_prefetch(reinterpret_cast<const char*>(p + i) + kPageAhead, 0, 2);
+    a += p[i], b += p[i + 1], c += p[i + 2], d += p[i + 3];
+  }
   for (; i < n; ++i) a += p[i];
   return a + b + c + d;
 }
 
 // The same with 64-byte loads (the decode kernels' width): on a Zen 5 VM 74 GB/s where 8-byte loads
-// read 66 (both on 2 MB pages). p 64-byte aligned.
+// read 66 (both on 2 MB pages). p 64-byte aligned. Like the decode kernels, it touches each 4 KB page
+// ahead of the loads (16 KB): the L2 stream prefetcher restarts at page boundaries, and a plain
+// sequential read left 10-28 % of the bandwidth unused (in-process A/B, bench/NOTES.md).
 __attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* p, size_t n) {
   __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
+    if ((reinterpret_cast<uintptr_t>(p + i) & 4095) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + i) + kPageAhead, _MM_HINT_T1);
     a = _mm512_add_epi64(a, _mm512_load_si512(p + i));
     b = _mm512_add_epi64(b, _mm512_load_si512(p + i + 8));
     c = _mm512_add_epi64(c, _mm512_load_si512(p + i + 16));

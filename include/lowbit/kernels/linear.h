@@ -66,7 +66,8 @@ struct LinearWeights {
 // (PackedMatrix::lanes; LOWBIT_LAYOUT=rows keeps them row-major, for comparisons).
 bool packed_lanes_enabled();
 
-// y[m][rows] = x[m][cols] · Wᵀ (+ y when accumulate).
+// y[m][rows] = x[m][cols] · Wᵀ (+ y when accumulate). x and y must not overlap (the threads read x,
+// some of them quantizing it, while others already write y).
 void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate = false);
 
 // The int8-dyn product's pieces, exposed for the conformance test and benchmarks.

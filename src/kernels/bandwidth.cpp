@@ -41,7 +41,7 @@ uint64_t sum_words(const uint64_t* p, size_t n) {
   uint64_t a = 0, b = 0, c = 0, d = 0;
   size_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    if ((reinterpret_cast<uintptr_t>(p + i) & 4095) == 0) __builtin_prefetch(reinterpret_cast<const char*>(p + i) + kPageAhead, 0, 2);
+    touch_page_ahead(p + i, kPageAhead);
     a += p[i], b += p[i + 1], c += p[i + 2], d += p[i + 3];
   }
   for (; i < n; ++i) a += p[i];
@@ -56,7 +56,7 @@ __attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* p, 
   __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    if ((reinterpret_cast<uintptr_t>(p + i) & 4095) == 0) _mm_prefetch(reinterpret_cast<const char*>(p + i) + kPageAhead, _MM_HINT_T1);
+    touch_page_ahead(p + i, kPageAhead);
     a = _mm512_add_epi64(a, _mm512_load_si512(p + i));
     b = _mm512_add_epi64(b, _mm512_load_si512(p + i + 8));
     c = _mm512_add_epi64(c, _mm512_load_si512(p + i + 16));

@@ -275,7 +275,7 @@ constexpr int64_t kLanesAhead = 4096, kPageAhead = 12288;
 
 inline void prefetch_stream(const char* line) {
   _mm_prefetch(line + kLanesAhead, _MM_HINT_T1);
-  if ((reinterpret_cast<uintptr_t>(line + kLanesAhead) & 4095) == 0) _mm_prefetch(line + kPageAhead, _MM_HINT_T1);
+  touch_page_ahead(line + kLanesAhead, kPageAhead - kLanesAhead);
 }
 
 inline __m512i broadcast4(const int8_t* p) {

@@ -275,6 +275,12 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
     int64_t r0, r1, out0;  // rows of the segment; its first row's column in y
   };
   std::vector<Item> items;
+  size_t n_items = 0;
+  for (const auto& s : w.packed) {
+    const int64_t t = on_bf16(s) ? 2 * tile : tile;
+    n_items += size_t((s.m.rows + t - 1) / t);
+  }
+  items.reserve(n_items);  // one allocation (growing it item by item was ~0.5 µs of a decode call)
   int64_t out0 = 0;
   for (const auto& s : w.packed) {
     const int64_t t = on_bf16(s) ? 2 * tile : tile;

@@ -433,7 +433,8 @@ namespace {
 
 // The lanes layout (PackedMatrix::lanes): the same matrix as its row-major source in every entry
 // point of every variant that takes it, against the reference on the source; ranges that start and
-// end inside a 16-row block; f16 and f32 parameters; affine (z 0, offsets) and symmetric (z 8).
+// end inside a 16-row block; f16 and f32 parameters; affine (z 0, offsets) and symmetric (z 8);
+// U4 code books (z -1: an NF4-like table, float path only, one token and three).
 TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
   std::mt19937 rng(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -445,13 +446,15 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
   for (int64_t rows : {1, 3, 16, 17, 33})
     for (int64_t cols : {64, 192, 320})
       for (int64_t group : {int64_t(64), int64_t(128), cols})
-        for (int z : {0, kind == PackedKind::U4 ? 8 : 128})
+        for (int z : {0, kind == PackedKind::U4 ? 8 : 128, -1})
           for (bool f16 : {false, true})
             for (bool exact : {false, true}) {
+              const bool book = z < 0;  // a code book: no integer path
+              if (book && (kind != PackedKind::U4 || exact)) continue;
               SCOPED_TRACE(fmt::format("{} rows {} cols {} group {} z {} f16 {} exact {}", packed_kind_name(kind), rows,
                                        cols, group, z, f16, exact));
               Owned o = make(kind, rows, cols, group, z == 0 && !exact, rng);
-              for (int c = 0; c < 16; ++c) o.m.lut[c] = float(c - z);
+              for (int c = 0; c < 16; ++c) o.m.lut[c] = book ? std::tanh(float(c - 7) / 4.0f) : float(c - z);
               o.m.zero = kind == PackedKind::U8 ? z : 0;
               if (exact)
                 for (auto& s : o.scale) s = 1.0f;
@@ -489,7 +492,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
               QActs a;
               quantize_acts(x.data(), m, ldx, cols, group, false, a);
               std::vector<float> want_q8(m * ldy, nan), want_f(m * ldy, nan);
-              ref.matmul_q8(o.m, a, 0, rows, want_q8.data(), ldy, false);
+              if (!book) ref.matmul_q8(o.m, a, 0, rows, want_q8.data(), ldy, false);
               ref.matvec(o.m, x.data(), m, ldx, 0, rows, want_f.data(), ldy, false);
               std::vector<double> mag(m * ldy, 0.0);  // Σ (|base|·scale + |offset|)·|x|
               for (size_t i = 0; i < m; ++i)
@@ -501,7 +504,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                     mag[i * ldy + size_t(r)] += (std::fabs(base) * o.m.scale_at(gi) +
                                                  std::fabs(o.m.offset_at(gi))) * std::fabs(x[i * ldx + size_t(c)]);
                   }
-              if (bf16_tiles)  // prefill tiles straight from the lanes: bit for bit the float route's
+              if (bf16_tiles && !book)  // prefill tiles straight from the lanes: bit for bit the float route's
                 for (int64_t r0 : {int64_t(0), int64_t(16)}) {
                   if (r0 >= rows) continue;
                   const size_t n = size_t(rows - r0), size = bf16_m(n) * bf16_k(size_t(cols));
@@ -517,16 +520,35 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                   continue;
                 }
                 SCOPED_TRACE(k->name);
-                ASSERT_TRUE(k->supports(l) && k->supports_q8 && k->supports_q8(l));
+                ASSERT_TRUE(k->supports(l));
+                ASSERT_EQ(k->supports_q8 && k->supports_q8(l), !book);
                 for (int64_t r0 : {int64_t(0), std::min<int64_t>(rows - 1, 5)}) {
                   const int64_t r1 = rows > 20 ? rows - 2 : rows;  // ends inside a block too
                   std::vector<float> deq(size_t((r1 - r0) * cols), nan);
                   k->dequant(l, r0, r1, deq.data());
                   for (size_t e = 0; e < deq.size(); ++e) ASSERT_EQ(deq[e], want_deq[size_t(r0 * cols) + e]) << e;
-                  std::vector<float> got(m * ldy, nan), acc(m * ldy, 1.5f), flt(m * ldy, nan);
+                  std::vector<float> got(m * ldy, nan), acc(m * ldy, 1.5f), flt(m * ldy, nan), one(ldy, nan), one_acc(ldy, 2.5f);
+                  // One token (the decode kernels), then three (the float fallback), = and +=.
+                  k->matvec(l, x.data(), 1, ldx, r0, r1, one.data(), ldy, false);
+                  k->matvec(l, x.data(), 1, ldx, r0, r1, one_acc.data(), ldy, true);
+                  for (int64_t r = r0; r < r1; ++r) {
+                    const double tol_f = 1.2e-7 * double(cols + 8) * mag[size_t(r)] + 1e-30;
+                    ASSERT_NEAR(one[size_t(r - r0)], want_f[size_t(r)], tol_f) << "one token, row " << r;
+                    ASSERT_NEAR(one_acc[size_t(r - r0)], 2.5f + want_f[size_t(r)], tol_f + 4e-7) << "one token +=, row " << r;
+                  }
+                  for (size_t r = size_t(r1 - r0); r < ldy; ++r) ASSERT_TRUE(std::isnan(one[r]));
+                  k->matvec(l, x.data(), m, ldx, r0, r1, flt.data(), ldy, false);
+                  if (book) {
+                    for (size_t i = 0; i < m; ++i)
+                      for (int64_t r = r0; r < r1; ++r)
+                        ASSERT_NEAR(flt[i * ldy + size_t(r - r0)], want_f[i * ldy + size_t(r)],
+                                    1.2e-7 * double(cols + 8) * mag[i * ldy + size_t(r)] + 1e-30) << "row " << r;
+                    ++checked;
+                    if (k != &ref) ++vector_checked;
+                    continue;
+                  }
                   k->matmul_q8(l, a, r0, r1, got.data(), ldy, false);
                   k->matmul_q8(l, a, r0, r1, acc.data(), ldy, true);
-                  k->matvec(l, x.data(), m, ldx, r0, r1, flt.data(), ldy, false);
                   for (size_t i = 0; i < m; ++i) {
                     for (int64_t r = r0; r < r1; ++r) {
                       const size_t at = i * ldy + size_t(r - r0), want_at = i * ldy + size_t(r);
@@ -558,7 +580,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
   }
 }
 
-TEST(PackedKernelsQ8, LanesLayoutTakesOnlyIntegerCodesOnWholeBlocks) {
+TEST(PackedKernelsQ8, LanesLayoutTakesCodesOnWholeBlocks) {
   std::mt19937 rng(19);
   auto eligible = [&](int64_t cols, int64_t group, bool integer) {
     Owned o = make(PackedKind::U4, 2, cols, group, true, rng);
@@ -569,7 +591,7 @@ TEST(PackedKernelsQ8, LanesLayoutTakesOnlyIntegerCodesOnWholeBlocks) {
   };
   EXPECT_TRUE(eligible(128, 64, true));
   EXPECT_TRUE(eligible(192, 192, true));
-  EXPECT_FALSE(eligible(128, 64, false));  // NF4-like table
+  EXPECT_TRUE(eligible(128, 64, false));  // NF4-like table: the float lanes kernel
   EXPECT_FALSE(eligible(100, 100, true));  // not whole 64-column blocks
   EXPECT_FALSE(eligible(128, 32, true));   // groups splitting a block
   Owned o = make(PackedKind::U8, 2, 128, 64, false, rng);

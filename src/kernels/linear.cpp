@@ -117,7 +117,9 @@ LinearWeights LinearWeights::from_packed(const PackedMatrix& m, std::shared_ptr<
   pm.int_zero = int_zero_of(pm);
   const PackedKernels& best = packed_kernels_best();
   const bool q8 = packed_q8_activations_enabled() && best.supports_q8 && best.supports_q8(pm);
-  if (q8 && best.takes_lanes && packed_lanes_enabled() && lanes_eligible(pm)) {
+  // Integer tables on the integer path, or U4 code books (NF4, FP4) for the float lanes kernel.
+  const bool code_book = pm.kind == PackedKind::U4 && pm.int_zero < 0;
+  if ((q8 || code_book) && best.takes_lanes && packed_lanes_enabled() && lanes_eligible(pm)) {
     // Re-laid once at load for the decode kernels (PackedMatrix::lanes); the caller may then let go
     // of the source bytes (WeightStore drops their pages from memory).
     auto lanes = std::make_shared<PackedLanes>();
@@ -331,7 +333,7 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
       return;
     }
     const size_t n = size_t(it.r1 - it.r0);
-    if (on_bf16(*it.seg) && pm.lanes && it.r0 % 16 == 0) {  // tiles straight from the re-laid codes
+    if (on_bf16(*it.seg) && pm.lanes && pm.int_zero >= 0 && it.r0 % 16 == 0) {  // tiles straight from the re-laid codes
       b_bf16.resize(bf16_m(n) * bf16_k(k));
       bf16_pack_weights_lanes(pm, it.r0, it.r1, b_bf16.data());
       bf16_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);

@@ -48,7 +48,7 @@ uint8_t packed_code_at(const PackedMatrix& w, int64_t r, int64_t c) {
 }
 
 bool lanes_eligible(const PackedMatrix& w) {
-  return (w.kind == PackedKind::U4 || w.kind == PackedKind::U8) && !w.lanes && w.int_zero >= 0 && w.cols > 0 && w.cols % 64 == 0 &&
+  return (w.kind == PackedKind::U4 || (w.kind == PackedKind::U8 && w.int_zero >= 0)) && !w.lanes && w.cols > 0 && w.cols % 64 == 0 &&
          (w.group >= w.cols || (w.group > 0 && w.group % 64 == 0));
 }
 

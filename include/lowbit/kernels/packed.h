@@ -47,7 +47,7 @@ struct PackedMatrix {
   // activations in integer dot products); -1 otherwise (NF4, FP4). Set by int_zero_of().
   int int_zero = -1;
 
-  // U8 / U4 with integer tables, "lanes" layout (relayout_lanes): rows in blocks of 16, each
+  // U8 / U4, "lanes" layout (relayout_lanes): rows in blocks of 16, each
   // block's codes as 64-byte units in which row l of the block owns bytes 4l..4l+3: U8 units hold 4
   // columns (byte t = column 4j + t), U4 units 8 (byte t = column 8j + t in its low nibble and
   // 8j + 4 + t in its high one). A register of one unit then holds 16 rows in its 16 lanes, and
@@ -72,8 +72,10 @@ struct PackedMatrix {
   }
 };
 
-// Matrices the lanes layout takes: U8 / U4 with integer tables (int_zero >= 0, the integer path),
-// whole 64-column blocks (cols % 64 == 0) and groups of whole blocks (or one group per row).
+// Matrices the lanes layout takes: U8 with its integer table and U4 with any (integer tables go
+// through the integer path; NF4 / FP4 code books through a float kernel that looks codes up 16 rows
+// at a time), whole 64-column blocks (cols % 64 == 0) and groups of whole blocks (or one group per
+// row).
 bool lanes_eligible(const PackedMatrix& w);
 // What a relaid matrix points to: codes, and scales / offsets in the source's own float type.
 // (Aligned to 64 bytes, large ones to 2 MB with huge pages advised: core/aligned.h.)

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "lowbit/kernels/packed.h"
 
@@ -365,7 +366,8 @@ void matmul_lanes(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1,
 // Columns of row r from c0 (U4: 128, U8: 64; fewer at the row's end) as float32 into out: the
 // row's 4 bytes of 16 units gathered into one register; U4's nibbles split and interleaved back
 // into column order (unpack within 128-bit lanes: lane q of the lo / hi unpack holds columns
-// 32q..32q+15 / 32q+16..32q+31). Values as the reference rounds them: (code − z)·scale, + offset.
+// 32q..32q+15 / 32q+16..32q+31). Values as the reference rounds them: lut[code] (U4) or code − z
+// (U8), ·scale, + offset.
 inline int64_t lanes_chunk_cols(const PackedMatrix& w) { return 16 * w.unit_cols(); }
 inline void lanes_chunk(const PackedMatrix& w, int64_t r, int64_t c0, float* out) {
   const int64_t uc = w.unit_cols(), units = w.cols / uc, G = std::min(w.group, w.cols);
@@ -387,10 +389,13 @@ inline void lanes_chunk(const PackedMatrix& w, int64_t r, int64_t c0, float* out
     for (int n = 0; n < 4; ++n) piece[n] = ul + 16 * n;
   }
   const __m512i z = _mm512_set1_epi32(w.int_zero);
+  const __m512 lut = _mm512_loadu_ps(w.lut);
   for (int64_t n = 0; n < left * uc / 16; ++n) {
     const int64_t c = c0 + 16 * n;
     const size_t pi = w.param_index(r, c / G);
-    const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(piece[n]))), z));
+    const __m512i codes = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(piece[n])));
+    // U4: the table (lut[c] = c − z for integer ones, exactly); U8: code − zero.
+    const __m512 f = w.kind == PackedKind::U4 ? _mm512_permutexvar_ps(codes, lut) : _mm512_cvtepi32_ps(_mm512_sub_epi32(codes, z));
     const __m512 off = _mm512_set1_ps(w.has_offset() ? param_at(w.offset, w.offset_f16, pi) : 0.0f);
     _mm512_storeu_ps(out + (c - c0), _mm512_add_ps(_mm512_mul_ps(f, _mm512_set1_ps(param_at(w.scale, w.scale_f16, pi))), off));
   }
@@ -402,10 +407,56 @@ void dequant_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, float* out) {
     for (int64_t c0 = 0; c0 < w.cols; c0 += step) lanes_chunk(w, r, c0, out + size_t((r - r0) * w.cols + c0));
 }
 
-// Float activations (few tokens, or a caller that asks): each row dequantized a chunk at a
-// time and multiplied by up to 8 tokens while the chunk is in registers' reach.
+// One token of float activations against the 16 rows of U4 block b (any table: NF4 / FP4 code
+// books, or integer ones when the integer path is off): Σ_g s_g ⊙ Σ_{c∈g} lut[code_c]·x_c
+// (+ offset_g·Σ_{c∈g} x_c), one row per lane. vpermps looks the table up for 16 rows at once, and
+// reads only the low 4 bits of each lane, so a unit shifted by 4·k needs no mask: shifts 0, 8, 16,
+// 24 are the unit's columns 0-3 (low nibbles), 4, 12, 20, 28 its columns 4-7. One stream per
+// block, prefetched as the integer kernel's.
+inline __m512 lanes_block_f32(const PackedMatrix& w, int64_t b, const float* x, const float* group_sums) {
+  const int64_t units = w.cols / 8, G = std::min(w.group, w.cols), groups = w.groups();
+  const __m512 lut = _mm512_loadu_ps(w.lut);
+  const uint8_t* p = w.data + size_t(b * units) * 64;
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const int64_t u1 = std::min((g + 1) * G, w.cols) / 8;
+    for (int64_t u = g * G / 8; u < u1; ++u, p += 64) {
+      prefetch_stream(reinterpret_cast<const char*>(p));
+      const __m512i v = _mm512_loadu_si512(p);
+      const float* xc = x + 8 * u;
+      a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lut), _mm512_set1_ps(xc[0]), a0);
+      a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 8), lut), _mm512_set1_ps(xc[1]), a1);
+      a2 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 16), lut), _mm512_set1_ps(xc[2]), a2);
+      a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 24), lut), _mm512_set1_ps(xc[3]), a3);
+      a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), _mm512_set1_ps(xc[4]), a0);
+      a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 12), lut), _mm512_set1_ps(xc[5]), a1);
+      a2 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 20), lut), _mm512_set1_ps(xc[6]), a2);
+      a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 28), lut), _mm512_set1_ps(xc[7]), a3);
+    }
+    const size_t pi = size_t((b * groups + g) * 16);
+    acc = _mm512_fmadd_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), params16(w.scale, w.scale_f16, pi, 0xFFFF), acc);
+    if (w.has_offset()) acc = _mm512_fmadd_ps(params16(w.offset, w.offset_f16, pi, 0xFFFF), _mm512_set1_ps(group_sums[g]), acc);
+  }
+  return acc;
+}
+
+// Float activations (few tokens, or a caller that asks). A single U4 token: lanes_block_f32 per
+// block. Otherwise each row dequantized a chunk at a time and multiplied by up to 8 tokens while
+// the chunk is in registers' reach.
 void matvec_lanes(const PackedMatrix& w, const float* x, size_t m, size_t ldx, int64_t r0, int64_t r1, float* y,
                   size_t ldy, bool accumulate) {
+  if (m == 1 && w.kind == PackedKind::U4) {
+    const int64_t G = std::min(w.group, w.cols), groups = w.groups();
+    std::vector<float> sums(w.has_offset() ? size_t(groups) : 0, 0.0f);  // Σ x over each group
+    for (size_t g = 0; g < sums.size(); ++g)
+      for (int64_t c = int64_t(g) * G; c < std::min(int64_t(g + 1) * G, w.cols); ++c) sums[g] += x[c];
+    const char* first = reinterpret_cast<const char*>(w.data + size_t((r0 / 16) * (w.cols / 8)) * 64);
+    for (int64_t line = 0; line < kLanesAhead; line += 64) _mm_prefetch(first + line, _MM_HINT_T0);
+    for (int64_t b = r0 / 16; b * 16 < r1; ++b)
+      store_lanes(lanes_block_f32(w, b, x, sums.data()), 16 * b, std::max(r0, 16 * b), std::min(r1, 16 * b + 16), r0, y, accumulate);
+    return;
+  }
   alignas(64) float chunk[128];
   for (size_t i0 = 0; i0 < m; i0 += 8) {
     const size_t n = std::min<size_t>(8, m - i0);
@@ -434,7 +485,7 @@ void matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, fl
   matmul<false>(w, a, r0, r1, y, ldy, accumulate);
 }
 
-bool vnni_supports(const PackedMatrix& w) { return w.lanes ? w.int_zero >= 0 : packed_kernels_avx512().supports(w); }
+bool vnni_supports(const PackedMatrix& w) { return w.lanes || packed_kernels_avx512().supports(w); }
 
 void vnni_matvec(const PackedMatrix& w, const float* x, size_t m, size_t ldx, int64_t r0, int64_t r1, float* y,
                  size_t ldy, bool accumulate) {

@@ -504,7 +504,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                     mag[i * ldy + size_t(r)] += (std::fabs(base) * o.m.scale_at(gi) +
                                                  std::fabs(o.m.offset_at(gi))) * std::fabs(x[i * ldx + size_t(c)]);
                   }
-              if (bf16_tiles && !book)  // prefill tiles straight from the lanes: bit for bit the float route's
+              if (bf16_tiles)  // prefill tiles straight from the lanes: bit for bit the float route's
                 for (int64_t r0 : {int64_t(0), int64_t(16)}) {
                   if (r0 >= rows) continue;
                   const size_t n = size_t(rows - r0), size = bf16_m(n) * bf16_k(size_t(cols));

@@ -333,7 +333,7 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
       return;
     }
     const size_t n = size_t(it.r1 - it.r0);
-    if (on_bf16(*it.seg) && pm.lanes && pm.int_zero >= 0 && it.r0 % 16 == 0) {  // tiles straight from the re-laid codes
+    if (on_bf16(*it.seg) && pm.lanes && it.r0 % 16 == 0) {  // tiles straight from the re-laid codes
       b_bf16.resize(bf16_m(n) * bf16_k(k));
       bf16_pack_weights_lanes(pm, it.r0, it.r1, b_bf16.data());
       bf16_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);

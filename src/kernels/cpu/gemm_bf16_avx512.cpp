@@ -123,6 +123,7 @@ void bf16_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint
   const int64_t uc = w.unit_cols(), units = w.cols / uc, G = std::min(w.group, w.cols), groups = w.groups();
   const bool u4 = w.kind == PackedKind::U4;
   const __m512i low4 = _mm512_set1_epi32(0x0F), z = _mm512_set1_epi32(w.int_zero);
+  const __m512 lut = _mm512_loadu_ps(w.lut);  // U4's values (for integer tables lut[c] = c − z exactly)
   auto params = [](const float* f32, const uint16_t* f16, size_t i) {
     return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f16 + i))) : _mm512_loadu_ps(f32 + i);
   };
@@ -149,9 +150,11 @@ void bf16_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint
           const __m512i mask = u4 ? low4 : _mm512_set1_epi32(0xFF);
           const __m512i ca = _mm512_and_si512(_mm512_srli_epi32(nib, unsigned(shift)), mask);
           const __m512i cb = _mm512_and_si512(_mm512_srli_epi32(nib, unsigned(shift + 8)), mask);
-          // As the reference rounds a value: (code - z)·scale, then + offset; then to bf16.
-          const __m512 fa = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ca, z)), s), off);
-          const __m512 fb = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(cb, z)), s), off);
+          // As the reference rounds a value: lut[code] (U4) or code − z (U8), ·scale, then + offset; then to bf16.
+          const __m512 va = u4 ? _mm512_permutexvar_ps(ca, lut) : _mm512_cvtepi32_ps(_mm512_sub_epi32(ca, z));
+          const __m512 vb = u4 ? _mm512_permutexvar_ps(cb, lut) : _mm512_cvtepi32_ps(_mm512_sub_epi32(cb, z));
+          const __m512 fa = _mm512_add_ps(_mm512_mul_ps(va, s), off);
+          const __m512 fb = _mm512_add_ps(_mm512_mul_ps(vb, s), off);
           const __m512i pair = _mm512_or_si512(to_bf16_32(fa), _mm512_slli_epi32(to_bf16_32(fb), 16));
           _mm512_storeu_si512(tile + (size_t(uc / 2) * u + size_t(q)) * 32, _mm512_maskz_mov_epi32(rows, pair));
         }

@@ -538,13 +538,11 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                   }
                   for (size_t r = size_t(r1 - r0); r < ldy; ++r) ASSERT_TRUE(std::isnan(one[r]));
                   k->matvec(l, x.data(), m, ldx, r0, r1, flt.data(), ldy, false);
-                  if (book) {
+                  if (book) {  // the float path only
                     for (size_t i = 0; i < m; ++i)
                       for (int64_t r = r0; r < r1; ++r)
                         ASSERT_NEAR(flt[i * ldy + size_t(r - r0)], want_f[i * ldy + size_t(r)],
                                     1.2e-7 * double(cols + 8) * mag[i * ldy + size_t(r)] + 1e-30) << "row " << r;
-                    ++checked;
-                    if (k != &ref) ++vector_checked;
                     continue;
                   }
                   k->matmul_q8(l, a, r0, r1, got.data(), ldy, false);

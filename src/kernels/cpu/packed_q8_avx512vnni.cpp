@@ -348,14 +348,19 @@ inline void store_lanes(__m512 v, int64_t base, int64_t lo, int64_t hi, int64_t 
   for (int64_t r = lo; r < hi; ++r) y[r - r0] = accumulate ? y[r - r0] + t[r - base] : t[r - base];
 }
 
+// The first bytes of the stream of the block holding row r0, which no earlier step prefetched (a
+// work item starts a new stream), and its pages up to kPageAhead.
+inline void prefetch_item_start(const PackedMatrix& w, int64_t r0) {
+  const char* first = reinterpret_cast<const char*>(w.data + size_t((r0 / 16) * (w.cols / w.unit_cols())) * 64);
+  for (int64_t line = 0; line < kLanesAhead; line += 64) _mm_prefetch(first + line, _MM_HINT_T0);
+  const char* page = first - (reinterpret_cast<uintptr_t>(first) & 4095);
+  for (int64_t at = 4096; at < kPageAhead; at += 4096) _mm_prefetch(page + at, _MM_HINT_T1);
+}
+
 void matmul_lanes(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy, bool accumulate) {
   // Activations in another order: the reference, which reads any (QActs::at).
   if (a.nibble_order) return packed_kernels_ref().matmul_q8(w, a, r0, r1, y, ldy, accumulate);
-  // The stream's first bytes, which no earlier step prefetched (a work item starts a new stream).
-  const char* first = reinterpret_cast<const char*>(w.data + size_t((r0 / 16) * (w.cols / w.unit_cols())) * 64);
-  for (int64_t line = 0; line < kLanesAhead; line += 64) _mm_prefetch(first + line, _MM_HINT_T0);
-  const char* page = first - (reinterpret_cast<uintptr_t>(first) & 4095);  // and the pages up to kPageAhead
-  for (int64_t at = 4096; at < kPageAhead; at += 4096) _mm_prefetch(page + at, _MM_HINT_T1);
+  prefetch_item_start(w, r0);
   const bool u4 = w.kind == PackedKind::U4;
   for (size_t i = 0; i < a.m; ++i)
     for (int64_t b = r0 / 16; b * 16 < r1; ++b)
@@ -448,11 +453,11 @@ void matvec_lanes(const PackedMatrix& w, const float* x, size_t m, size_t ldx, i
                   size_t ldy, bool accumulate) {
   if (m == 1 && w.kind == PackedKind::U4) {
     const int64_t G = std::min(w.group, w.cols), groups = w.groups();
-    std::vector<float> sums(w.has_offset() ? size_t(groups) : 0, 0.0f);  // Σ x over each group
+    thread_local std::vector<float> sums;  // Σ x over each group (offsets only; kept: no allocation per call)
+    sums.assign(w.has_offset() ? size_t(groups) : 0, 0.0f);
     for (size_t g = 0; g < sums.size(); ++g)
       for (int64_t c = int64_t(g) * G; c < std::min(int64_t(g + 1) * G, w.cols); ++c) sums[g] += x[c];
-    const char* first = reinterpret_cast<const char*>(w.data + size_t((r0 / 16) * (w.cols / 8)) * 64);
-    for (int64_t line = 0; line < kLanesAhead; line += 64) _mm_prefetch(first + line, _MM_HINT_T0);
+    prefetch_item_start(w, r0);
     for (int64_t b = r0 / 16; b * 16 < r1; ++b)
       store_lanes(lanes_block_f32(w, b, x, sums.data()), 16 * b, std::max(r0, 16 * b), std::min(r1, 16 * b + 16), r0, y, accumulate);
     return;

@@ -53,10 +53,15 @@ struct PackedMatrix {
   // 8j + 4 + t in its high one). A register of one unit then holds 16 rows in its 16 lanes, and
   // vpdpbusd against 4 broadcast activations sums 16 rows at once with no per-row reduction, one
   // ascending stream of bytes per block (row-major 4-row tiles read four streams, which this
-  // machine's prefetchers follow poorly). Scales and offsets are then [block][group][16]; rows past
+  // machine's prefetchers follow poorly). Scales and offsets are then [block][group][lanes_pstride]; rows past
   // `rows` in the last block have code 0, scale 0 and offset 0. data is the first block; row_bytes
   // stays the row-major one.
   bool lanes = false;
+  // Lanes layout: elements from one group's 16 parameters to the next group's. 16, or 32 where a
+  // scale and an offset of one type are interleaved (offset = scale + 16: a group's 16 scales and 16
+  // offsets in one 64-byte line at f16), so that a decode thread streams codes and one parameter
+  // array, not two.
+  int64_t lanes_pstride = 16;
 
   int64_t groups() const { return group > 0 ? (cols + group - 1) / group : 1; }
   float scale_at(size_t i) const { return scale_f16 ? f16_to_f32(scale_f16[i]) : scale[i]; }
@@ -68,7 +73,7 @@ struct PackedMatrix {
   // Columns per 64-byte unit of the lanes layout.
   int64_t unit_cols() const { return kind == PackedKind::U4 ? 8 : 4; }
   size_t param_index(int64_t r, int64_t g) const {
-    return lanes ? size_t(((r / 16) * groups() + g) * 16 + r % 16) : size_t(r * groups() + g);
+    return lanes ? size_t(((r / 16) * groups() + g) * lanes_pstride + r % 16) : size_t(r * groups() + g);
   }
 };
 
@@ -81,8 +86,8 @@ bool lanes_eligible(const PackedMatrix& w);
 // (Aligned to 64 bytes, large ones to 2 MB with huge pages advised: core/aligned.h.)
 struct PackedLanes {
   stream_vector<uint8_t> codes;
-  stream_vector<uint16_t> scale_f16, offset_f16;
-  stream_vector<float> scale, offset;
+  stream_vector<uint16_t> scale_f16, offset_f16;  // offset_f16 empty where interleaved into scale_f16
+  stream_vector<float> scale, offset;              // (the same for float32)
 };
 // w (row-major, lanes_eligible) re-laid into `out`: the same matrix in the lanes layout, pointing
 // into out. Rows are split over the thread pool.

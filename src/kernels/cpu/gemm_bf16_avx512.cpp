@@ -137,7 +137,7 @@ void bf16_pack_weights_lanes(const PackedMatrix& w, int64_t r0, int64_t r1, uint
         std::memset(tile, 0, 512 * sizeof(uint16_t));
         continue;
       }
-      const size_t pi = size_t((b * groups + int64_t(kc * 32) / G) * 16);
+      const size_t pi = size_t((b * groups + int64_t(kc * 32) / G) * w.lanes_pstride);
       const __m512 s = params(w.scale, w.scale_f16, pi);
       const __m512 off = w.has_offset() ? params(w.offset, w.offset_f16, pi) : _mm512_setzero_ps();
       const size_t per = size_t(32 / uc);  // units per 32 inputs

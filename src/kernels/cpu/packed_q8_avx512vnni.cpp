@@ -327,7 +327,7 @@ inline __m512 lanes_block(const PackedMatrix& w, const QActs& a, int64_t b, size
     const int64_t k1 = std::min((g + 1) * G, w.cols) / 64;
     for (int64_t k = g * G / 64; k < k1; ++k)
       gacc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes_dot64<U4>(p, x + 64 * k)), _mm512_set1_ps(xs[k]), gacc);
-    const size_t pi = size_t((b * groups + g) * 16);
+    const size_t pi = size_t((b * groups + g) * w.lanes_pstride);
     const __m512 sw = params16(w.scale, w.scale_f16, pi, 0xFFFF);
     acc = _mm512_fmadd_ps(gacc, sw, acc);
     if (w.int_zero != 0) acc = _mm512_fmadd_ps(sw, _mm512_set1_ps(-float(w.int_zero) * zsum[g]), acc);
@@ -439,7 +439,7 @@ inline __m512 lanes_block_f32(const PackedMatrix& w, int64_t b, const float* x, 
       a2 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 20), lut), _mm512_set1_ps(xc[6]), a2);
       a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 28), lut), _mm512_set1_ps(xc[7]), a3);
     }
-    const size_t pi = size_t((b * groups + g) * 16);
+    const size_t pi = size_t((b * groups + g) * w.lanes_pstride);
     acc = _mm512_fmadd_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), params16(w.scale, w.scale_f16, pi, 0xFFFF), acc);
     if (w.has_offset()) acc = _mm512_fmadd_ps(params16(w.offset, w.offset_f16, pi, 0xFFFF), _mm512_set1_ps(group_sums[g]), acc);
   }

@@ -10,10 +10,17 @@
 
 namespace lowbit {
 
-KVSession::KVSession(int layers, int capacity, int kv_dim) : kv_dim_(kv_dim) {
+KVSession::KVSession(int layers, int capacity, int kv_heads, int head_dim) : kv_heads_(kv_heads), head_dim_(head_dim) {
   capacity_ = capacity;
-  k_.resize(size_t(layers) * size_t(capacity) * size_t(kv_dim));
+  k_.resize(size_t(layers) * size_t(capacity) * size_t(kv_heads) * size_t(head_dim));
   v_.resize(k_.size());
+}
+
+void KVSession::store(int layer, int pos, const float* k, const float* v) {
+  for (int h = 0; h < kv_heads_; ++h) {
+    std::copy_n(k + size_t(h) * size_t(head_dim_), head_dim_, k_at(layer, h, pos));
+    std::copy_n(v + size_t(h) * size_t(head_dim_), head_dim_, v_at(layer, h, pos));
+  }
 }
 
 int KVSession::start(int n) const {
@@ -45,8 +52,8 @@ void attention_rows(const float* q_all, size_t q_stride, KVSession& s, int layer
     for (size_t task = begin; task < end; ++task) {
       const int i = int(task / runs), h0 = int(task % runs) * run;
       const int pos = pos0 + i, kvh = h0 / group, lo = first_visible(pos, a.sliding_window);
-      attend(q_all + size_t(i) * q_stride + size_t(h0) * size_t(hd), run, hd, s.k_at(layer, lo) + size_t(kvh) * size_t(hd),
-             s.v_at(layer, lo) + size_t(kvh) * size_t(hd), size_t(s.kv_dim()), pos - lo + 1, scale, scores,
+      attend(q_all + size_t(i) * q_stride + size_t(h0) * size_t(hd), run, hd, s.k_at(layer, kvh, lo), s.v_at(layer, kvh, lo),
+             size_t(hd), pos - lo + 1, scale, scores,
              out + size_t(i) * out_stride + size_t(h0) * size_t(hd));
     }
   });
@@ -61,7 +68,7 @@ void causal_attention(const float* q, size_t q_stride, KVSession& s, int layer, 
     return;
   }
   // Per head: S = Q_h K_hᵀ over the whole cache (one GEMM), causal mask + softmax by rows, O_h = S V_h.
-  const int group = a.heads / a.kv_heads, hd = a.head_dim, kv_dim = s.kv_dim();
+  const int group = a.heads / a.kv_heads, hd = a.head_dim;
   const int len = pos0 + n;  // keys visible to the last query
   const float scale = 1.0f / std::sqrt(float(hd));
   ThreadPool& pool = default_thread_pool();
@@ -73,7 +80,7 @@ void causal_attention(const float* q, size_t q_stride, KVSession& s, int layer, 
   scores.resize(size_t(n) * size_t(len));
   for (int h = 0; h < a.heads; ++h) {
     const int kvh = h / group;
-    gemm_f32_strided(q + size_t(h) * size_t(hd), q_stride, s.k_at(layer, 0) + size_t(kvh) * size_t(hd), size_t(kv_dim),
+    gemm_f32_strided(q + size_t(h) * size_t(hd), q_stride, s.k_at(layer, kvh, 0), size_t(hd),
                      /*b_transposed=*/true, scores.data(), size_t(len), size_t(n), size_t(len), size_t(hd));
     pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
       for (size_t i = b; i < e; ++i) {
@@ -92,7 +99,7 @@ void causal_attention(const float* q, size_t q_stride, KVSession& s, int layer, 
         std::fill(row + pos + 1, row + len, 0.0f);
       }
     });
-    gemm_f32_strided(scores.data(), size_t(len), s.v_at(layer, 0) + size_t(kvh) * size_t(hd), size_t(kv_dim),
+    gemm_f32_strided(scores.data(), size_t(len), s.v_at(layer, kvh, 0), size_t(hd),
                      /*b_transposed=*/false, out + size_t(h) * size_t(hd), out_stride, size_t(n), size_t(hd),
                      size_t(len));
   }

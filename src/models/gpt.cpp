@@ -144,7 +144,7 @@ std::unique_ptr<Session> GptModel::new_session(int max_tokens) const {
   if (max_tokens <= 0 || max_tokens > cfg_.max_positions)
     fail("a session of {} tokens is outside this model's 1..{} positions (max_position_embeddings / n_positions)",
          max_tokens, cfg_.max_positions);
-  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.hidden_size);
+  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_heads, cfg_.head_dim);
 }
 
 // LayerNorm over rows of `hidden`: (x - mean) / sqrt(var + eps) * weight + bias.
@@ -225,8 +225,7 @@ void GptModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0, 
   linear_forward(L.wqkv, in, size_t(n), w.qkv.data());
   add_bias(w.qkv.data(), L.bqkv.data(), n, 3 * h);
   for (int i = 0; i < n; ++i) {
-    std::copy_n(&w.qkv[size_t(i) * size_t(3 * h) + size_t(h)], h, s.k_at(cache_layer, pos0 + i));
-    std::copy_n(&w.qkv[size_t(i) * size_t(3 * h) + size_t(2 * h)], h, s.v_at(cache_layer, pos0 + i));
+    s.store(cache_layer, pos0 + i, &w.qkv[size_t(i) * size_t(3 * h) + size_t(h)], &w.qkv[size_t(i) * size_t(3 * h) + size_t(2 * h)]);
   }
   causal_attention(w.qkv.data(), size_t(3 * h), s, cache_layer, n, pos0, {cfg_.num_heads, cfg_.num_heads, cfg_.head_dim, 0},
                    w.att.data(), size_t(h));
@@ -265,7 +264,7 @@ void GptModel::run_layer(int l, float* x, int n, const LinearObserver* observer)
   if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
   if (!run_scratch_ || run_scratch_->n != n) {
     run_scratch_.reset();  // the old buffers go before the new ones are made
-    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.hidden_size), Work(cfg_, n)});
+    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.num_heads, cfg_.head_dim), Work(cfg_, n)});
   }
   // The layer writes every key and value it reads (positions 0..n-1), so nothing needs clearing.
   layer_forward(l, /*cache_layer=*/0, x, n, 0, run_scratch_->kv, run_scratch_->work, observer);

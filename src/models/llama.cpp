@@ -153,7 +153,7 @@ std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
   if (max_tokens <= 0 || max_tokens > cfg_.max_positions)
     fail("a session of {} tokens is outside this model's 1..{} positions (max_position_embeddings)", max_tokens,
          cfg_.max_positions);
-  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads * cfg_.head_dim);
+  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads, cfg_.head_dim);
 }
 
 // Scratch buffers and the cos / sin of every new position (float32 like transformers:
@@ -211,8 +211,7 @@ void LlamaModel::layer_forward(int l, int cache_layer, float* x, int n, int pos0
       const float* c = &w.cos_t[i * size_t(half)];
       const float* sn = &w.sin_t[i * size_t(half)];
       for (int h = 0; h < nh + nkv; ++h) apply_rope(row + h * hd, c, sn, half);  // q heads then k heads
-      std::copy_n(row + nh * hd, kv_dim, s.k_at(cache_layer, pos0 + int(i)));
-      std::copy_n(row + nh * hd + kv_dim, kv_dim, s.v_at(cache_layer, pos0 + int(i)));
+      s.store(cache_layer, pos0 + int(i), row + nh * hd, row + nh * hd + kv_dim);
     }
   });
   causal_attention(w.qkv.data(), size_t(qkv_dim), s, cache_layer, n, pos0,
@@ -249,7 +248,7 @@ void LlamaModel::run_layer(int layer, float* x, int n, const LinearObserver* obs
   if (layer < 0 || layer >= cfg_.num_layers) fail("layer {} is outside 0..{}", layer, cfg_.num_layers - 1);
   if (!run_scratch_ || run_scratch_->n != n) {
     run_scratch_.reset();  // the old buffers go before the new ones are made
-    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.num_kv_heads * cfg_.head_dim), Work(cfg_, inv_freq_, n, 0)});
+    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.num_kv_heads, cfg_.head_dim), Work(cfg_, inv_freq_, n, 0)});
   }
   // The layer writes every key and value it reads (positions 0..n-1), so nothing needs clearing.
   layer_forward(layer, /*cache_layer=*/0, x, n, 0, run_scratch_->kv, run_scratch_->work, observer);

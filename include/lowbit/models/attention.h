@@ -4,24 +4,34 @@
 #include <cstddef>
 #include <vector>
 
+#include "lowbit/core/aligned.h"
 #include "lowbit/models/model.h"
 
 namespace lowbit {
 
-// K and V of every layer: [layer][position][kv_heads * head_dim], float32.
+// K and V of every layer, float32, each head's rows contiguous: [layer][kv head][position][head_dim],
+// so that decode attention reads one head's keys as one stream (rows of all heads side by side gave
+// each head 256-byte pieces 1 KB apart, which the prefetchers follow poorly: bench/NOTES.md). Large
+// caches on huge pages (core/aligned.h).
 class KVSession : public Session {
  public:
-  KVSession(int layers, int capacity, int kv_dim);
-  float* k_at(int layer, int pos) { return k_.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim_); }
-  float* v_at(int layer, int pos) { return v_.data() + (size_t(layer) * size_t(capacity_) + size_t(pos)) * size_t(kv_dim_); }
-  int kv_dim() const { return kv_dim_; }
+  KVSession(int layers, int capacity, int kv_heads, int head_dim);
+  // Head h's key / value at position pos; the next position's follows head_dim floats on.
+  float* k_at(int layer, int head, int pos) { return k_.data() + at(layer, head, pos); }
+  float* v_at(int layer, int head, int pos) { return v_.data() + at(layer, head, pos); }
+  // Stores position pos of layer: k and v hold kv_heads * head_dim floats each, heads side by side.
+  void store(int layer, int pos, const float* k, const float* v);
+  int head_dim() const { return head_dim_; }
   void advance(int n) { position_ += n; }
   // The first position of n new tokens; throws when they would not fit.
   int start(int n) const;
 
  private:
-  int kv_dim_;
-  std::vector<float> k_, v_;
+  size_t at(int layer, int head, int pos) const {
+    return ((size_t(layer) * size_t(kv_heads_) + size_t(head)) * size_t(capacity_) + size_t(pos)) * size_t(head_dim_);
+  }
+  int kv_heads_, head_dim_;
+  stream_vector<float> k_, v_;
 };
 
 struct AttentionShape {

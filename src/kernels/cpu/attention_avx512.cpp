@@ -40,9 +40,9 @@ inline __m512 sum16(const __m512* v) {
                        _mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// The key and value rows are hd floats every ld (the cache's rows hold every KV head), in memory
-// the cache's writes left long ago, and the hardware prefetchers follow such strided rows poorly:
-// each block's keys are prefetched a block ahead, its values (read after the softmax) with it.
+// The key and value rows are hd floats every ld (ld = hd in the model's cache, one head's rows in a
+// row; other callers may interleave heads), in memory the cache's writes left long ago: each
+// block's keys are prefetched a block ahead, its values (read after the softmax) with it.
 constexpr int kKeysAhead = 16;
 inline void prefetch_row(const float* row, int hd) {
   for (int d = 0; d < hd; d += 16) _mm_prefetch(reinterpret_cast<const char*>(row + d), _MM_HINT_T0);

@@ -52,8 +52,8 @@ void attention_rows(const float* q_all, size_t q_stride, KVSession& s, int layer
     for (size_t task = begin; task < end; ++task) {
       const int i = int(task / runs), h0 = int(task % runs) * run;
       const int pos = pos0 + i, kvh = h0 / group, lo = first_visible(pos, a.sliding_window);
-      attend(q_all + size_t(i) * q_stride + size_t(h0) * size_t(hd), run, hd, s.k_at(layer, kvh, lo), s.v_at(layer, kvh, lo),
-             size_t(hd), pos - lo + 1, scale, scores,
+      attend(q_all + size_t(i) * q_stride + size_t(h0) * size_t(hd), run, hd, s.k_at(layer, kvh, lo),
+             s.v_at(layer, kvh, lo), size_t(hd), pos - lo + 1, scale, scores,
              out + size_t(i) * out_stride + size_t(h0) * size_t(hd));
     }
   });

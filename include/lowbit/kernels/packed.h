@@ -53,9 +53,9 @@ struct PackedMatrix {
   // 8j + 4 + t in its high one). A register of one unit then holds 16 rows in its 16 lanes, and
   // vpdpbusd against 4 broadcast activations sums 16 rows at once with no per-row reduction, one
   // ascending stream of bytes per block (row-major 4-row tiles read four streams, which this
-  // machine's prefetchers follow poorly). Scales and offsets are then [block][group][lanes_pstride]; rows past
-  // `rows` in the last block have code 0, scale 0 and offset 0. data is the first block; row_bytes
-  // stays the row-major one.
+  // machine's prefetchers follow poorly). Scales and offsets are then [block][group][lanes_pstride];
+  // rows past `rows` in the last block have code 0, scale 0 and offset 0. data is the first block;
+  // row_bytes stays the row-major one.
   bool lanes = false;
   // Lanes layout: elements from one group's 16 parameters to the next group's. 16, or 32 where a
   // scale and an offset of one type are interleaved (offset = scale + 16: a group's 16 scales and 16

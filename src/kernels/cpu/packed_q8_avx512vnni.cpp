@@ -272,10 +272,19 @@ void quantize_acts_vnni(const float* x, size_t m, size_t ldx, int64_t cols, int6
 // streaming. Interleaved A/B of a decode step's 89 matrices against a read pass in one process
 // (bench/NOTES.md, 11th session): per-line prefetch alone (NTA or T1, 4-8 KB) streamed at 57-74 %
 // of the read, with the page touch 76-82 % (a plain sum through the same work items: 84-93 %).
+// U4 prefetches into L1 (T0): against a copy of this kernel in the same process (14th session), T1
+// stalled on the prefetch instructions themselves in some code layouts (2/3 of the samples on one
+// prefetcht1; 46 % of the read against 82 % for the same loop laid out otherwise), T0 did not in any
+// (81-87 %), and the library's kernel went from 0.91 to 0.95 of the copy. U8 keeps T1 (no gain).
 constexpr int64_t kLanesAhead = 4096, kPageAhead = 12288;
 
+template <bool U4>
 inline void prefetch_stream(const char* line) {
-  _mm_prefetch(line + kLanesAhead, _MM_HINT_T1);
+  if constexpr (U4) {
+    _mm_prefetch(line + kLanesAhead, _MM_HINT_T0);
+  } else {
+    _mm_prefetch(line + kLanesAhead, _MM_HINT_T1);
+  }
   touch_page_ahead(line + kLanesAhead, kPageAhead - kLanesAhead);
 }
 
@@ -291,7 +300,7 @@ template <bool U4>
 inline __m512i lanes_dot64(const uint8_t*& p, const int8_t* xk) {
   __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
   for (int u = 0; u < 4; ++u, xk += 16) {  // 16 columns: two U4 units or four U8 ones
-    for (int64_t line = 0; line < (U4 ? 128 : 256); line += 64) prefetch_stream(reinterpret_cast<const char*>(p) + line);
+    for (int64_t line = 0; line < (U4 ? 128 : 256); line += 64) prefetch_stream<U4>(reinterpret_cast<const char*>(p) + line);
     if constexpr (U4) {
       const __m512i low4 = _mm512_set1_epi8(0x0F);
       const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
@@ -311,9 +320,24 @@ inline __m512i lanes_dot64(const uint8_t*& p, const int8_t* xk) {
   return _mm512_add_epi32(_mm512_add_epi32(d0, d1), _mm512_add_epi32(d2, d3));
 }
 
+// How a lanes block's group parameters are read: any form, tested per group (U8, float32
+// parameters), or one of the two int4 forms fixed at compile time: float16 scale and offset
+// (asymmetric) or float16 scale and an integer zero (symmetric). The fixed forms leave the group's
+// epilogue without branches or reloads of the matrix's fields; in a decode step's int4 matrices the
+// generic form's epilogue streamed ~15 % slower (bench/NOTES.md, 14th session).
+enum class LanesParams { kAny, kF16Offset, kF16Zero };
+
+inline LanesParams lanes_params_of(const PackedMatrix& w) {
+  if (w.kind == PackedKind::U4 && w.scale_f16) {
+    if (w.int_zero == 0 && w.offset_f16 == w.scale_f16 + 16 && w.lanes_pstride == 32) return LanesParams::kF16Offset;
+    if (w.int_zero != 0 && !w.has_offset()) return LanesParams::kF16Zero;
+  }
+  return LanesParams::kAny;
+}
+
 // The 16 rows of block b against token i: Σ over groups of s_g·Σ_k scale_k·dot_k − z·s_g·zsum_g
 // + offset_g·sum_x_g, one row per lane.
-template <bool U4>
+template <bool U4, LanesParams P>
 inline __m512 lanes_block(const PackedMatrix& w, const QActs& a, int64_t b, size_t i) {
   const int64_t G = a.group, groups = w.groups();
   const uint8_t* p = w.data + size_t(b * w.cols / w.unit_cols()) * 64;
@@ -321,17 +345,32 @@ inline __m512 lanes_block(const PackedMatrix& w, const QActs& a, int64_t b, size
   const float* xs = a.scale.data() + i * size_t(a.blocks);
   const float* zsum = a.zsum.data() + i * size_t(a.groups);
   const float* sum_x = a.sum_x.data() + i * size_t(a.groups);
+  // The fixed forms' parameters of group 0 (no pointer arithmetic on the generic form's null f16).
+  const uint16_t* par = P == LanesParams::kAny ? nullptr : w.scale_f16 + size_t(b * groups * w.lanes_pstride);
+  const int64_t pstride = w.lanes_pstride;
+  const __m512 neg_zero = _mm512_set1_ps(-float(w.int_zero));
   __m512 acc = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     __m512 gacc = _mm512_setzero_ps();
     const int64_t k1 = std::min((g + 1) * G, w.cols) / 64;
     for (int64_t k = g * G / 64; k < k1; ++k)
       gacc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes_dot64<U4>(p, x + 64 * k)), _mm512_set1_ps(xs[k]), gacc);
-    const size_t pi = size_t((b * groups + g) * w.lanes_pstride);
-    const __m512 sw = params16(w.scale, w.scale_f16, pi, 0xFFFF);
-    acc = _mm512_fmadd_ps(gacc, sw, acc);
-    if (w.int_zero != 0) acc = _mm512_fmadd_ps(sw, _mm512_set1_ps(-float(w.int_zero) * zsum[g]), acc);
-    if (w.has_offset()) acc = _mm512_fmadd_ps(params16(w.offset, w.offset_f16, pi, 0xFFFF), _mm512_set1_ps(sum_x[g]), acc);
+    if constexpr (P == LanesParams::kF16Offset) {  // offsets 16 after the scales (lanes_pstride 32)
+      acc = _mm512_fmadd_ps(gacc, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(par))), acc);
+      acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(par + 16))), _mm512_set1_ps(sum_x[g]), acc);
+      par += pstride;
+    } else if constexpr (P == LanesParams::kF16Zero) {
+      const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(par)));
+      acc = _mm512_fmadd_ps(gacc, sw, acc);
+      acc = _mm512_fmadd_ps(sw, _mm512_mul_ps(neg_zero, _mm512_set1_ps(zsum[g])), acc);
+      par += pstride;
+    } else {
+      const size_t pi = size_t((b * groups + g) * w.lanes_pstride);
+      const __m512 sw = params16(w.scale, w.scale_f16, pi, 0xFFFF);
+      acc = _mm512_fmadd_ps(gacc, sw, acc);
+      if (w.int_zero != 0) acc = _mm512_fmadd_ps(sw, _mm512_set1_ps(-float(w.int_zero) * zsum[g]), acc);
+      if (w.has_offset()) acc = _mm512_fmadd_ps(params16(w.offset, w.offset_f16, pi, 0xFFFF), _mm512_set1_ps(sum_x[g]), acc);
+    }
   }
   return acc;
 }
@@ -357,15 +396,23 @@ inline void prefetch_item_start(const PackedMatrix& w, int64_t r0) {
   for (int64_t at = 4096; at < kPageAhead; at += 4096) _mm_prefetch(page + at, _MM_HINT_T1);
 }
 
+template <bool U4, LanesParams P>
+void lanes_rows(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy, bool accumulate) {
+  for (size_t i = 0; i < a.m; ++i)
+    for (int64_t b = r0 / 16; b * 16 < r1; ++b)
+      store_lanes(lanes_block<U4, P>(w, a, b, i), 16 * b, std::max(r0, 16 * b), std::min(r1, 16 * b + 16), r0, y + i * ldy, accumulate);
+}
+
 void matmul_lanes(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy, bool accumulate) {
   // Activations in another order: the reference, which reads any (QActs::at).
   if (a.nibble_order) return packed_kernels_ref().matmul_q8(w, a, r0, r1, y, ldy, accumulate);
   prefetch_item_start(w, r0);
-  const bool u4 = w.kind == PackedKind::U4;
-  for (size_t i = 0; i < a.m; ++i)
-    for (int64_t b = r0 / 16; b * 16 < r1; ++b)
-      store_lanes(u4 ? lanes_block<true>(w, a, b, i) : lanes_block<false>(w, a, b, i), 16 * b, std::max(r0, 16 * b), std::min(r1, 16 * b + 16), r0, y + i * ldy,
-                  accumulate);
+  if (w.kind != PackedKind::U4) return lanes_rows<false, LanesParams::kAny>(w, a, r0, r1, y, ldy, accumulate);
+  switch (lanes_params_of(w)) {
+    case LanesParams::kF16Offset: return lanes_rows<true, LanesParams::kF16Offset>(w, a, r0, r1, y, ldy, accumulate);
+    case LanesParams::kF16Zero: return lanes_rows<true, LanesParams::kF16Zero>(w, a, r0, r1, y, ldy, accumulate);
+    case LanesParams::kAny: return lanes_rows<true, LanesParams::kAny>(w, a, r0, r1, y, ldy, accumulate);
+  }
 }
 
 // Columns of row r from c0 (U4: 128, U8: 64; fewer at the row's end) as float32 into out: the
@@ -427,7 +474,7 @@ inline __m512 lanes_block_f32(const PackedMatrix& w, int64_t b, const float* x, 
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     const int64_t u1 = std::min((g + 1) * G, w.cols) / 8;
     for (int64_t u = g * G / 8; u < u1; ++u, p += 64) {
-      prefetch_stream(reinterpret_cast<const char*>(p));
+      prefetch_stream<true>(reinterpret_cast<const char*>(p));
       const __m512i v = _mm512_loadu_si512(p);
       const float* xc = x + 8 * u;
       a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lut), _mm512_set1_ps(xc[0]), a0);

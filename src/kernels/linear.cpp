@@ -290,9 +290,11 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
     out0 += s.m.rows;
   }
   // Int8 activations for the segments on the integer path (m == 1), one QActs per (nibble order,
-  // group) and thread: each thread quantizes x itself before its first item of this call, so that
-  // no thread waits for another to do it first and for the result to cross between cores (~0.5 µs
-  // of work for 2048 columns against 2-4 µs of waiting, timed per call in a decode step).
+  // group), quantized by the calling thread before the work is handed out; the other threads read
+  // that QActs (2 KB for 2048 columns), not x (8 KB). On this VM a line moved between the cores
+  // costs ~270 ns, and x was written by the caller just before: in an in-process harness with the
+  // model's data flow (x written before each call, y read after it) this streamed a decode step's
+  // int4 matrices 7-10 % faster than each thread quantizing x itself (bench/NOTES.md, 14th session).
   struct Acts {
     bool nibble;
     int64_t group;
@@ -302,7 +304,7 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   static std::atomic<uint64_t> calls{0};
   const uint64_t call = calls.fetch_add(1, std::memory_order_relaxed) + 1;
   auto acts_for = [&](const PackedSegment& seg) -> const QActs& {
-    thread_local std::vector<std::unique_ptr<Acts>> cache;  // the executing thread's (kept: no allocation per call)
+    thread_local std::vector<std::unique_ptr<Acts>> cache;  // the calling thread's (kept: no allocation per call)
     const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;
     const int64_t G = std::min(seg.m.group, seg.m.cols);
     Acts* a = nullptr;
@@ -315,6 +317,10 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
     }
     return a->a;
   };
+  std::vector<const QActs*> acts(w.packed.size(), nullptr);  // per segment, where it takes the integer path
+  if (m == 1)
+    for (size_t si = 0; si < w.packed.size(); ++si)
+      if (w.packed[si].q8) acts[si] = &acts_for(w.packed[si]);
   if (gemm) set_blas_threads(0);  // BLAS single-threaded inside the pool's workers
   // Balanced at run time: the cores do not get equal shares of the bandwidth, and a static split
   // left one waiting for the other at every layer (~8 % of a decode step).
@@ -325,7 +331,7 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
     const PackedMatrix& pm = it.seg->m;
     float* yo = y + it.out0 + it.r0;
     if (it.seg->q8 && m == 1) {
-      it.seg->kernels->matmul_q8(pm, acts_for(*it.seg), it.r0, it.r1, yo, ldy, accumulate);
+      it.seg->kernels->matmul_q8(pm, *acts[size_t(it.seg - w.packed.data())], it.r0, it.r1, yo, ldy, accumulate);
       return;
     }
     if (!gemm) {

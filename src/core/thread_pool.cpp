@@ -9,14 +9,15 @@ namespace lowbit {
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  shares_.reset(new Share[size_t(threads)]);
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
+  stop_.store(true);
+  generation_.fetch_add(1);
   {
-    std::lock_guard lock(mutex_);
-    stop_ = true;
-    ++generation_;
+    std::lock_guard lock(mutex_);  // a worker between its check and its wait holds the lock
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
@@ -32,6 +33,12 @@ constexpr int kSpins = 20000;  // ~tens of microseconds of polling before sleepi
 inline void cpu_relax() { __builtin_ia32_pause(); }
 }  // namespace
 
+// Hand-off without locks while everyone spins (a decode step makes ~100 jobs of tens of µs, and a
+// line moved between this VM's two cores costs ~270 ns: the mutex and condition variables of the
+// earlier version took ~3 such moves per job on top of the two a hand-off needs). The mutex and the
+// condition variables are only for a thread that has stopped spinning: it counts itself in
+// sleepers_ / caller_sleeping_ before it waits, and the other side, having published its change
+// (sequentially consistent on both sides), takes the lock and notifies only when it sees one.
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
@@ -40,14 +47,18 @@ void ThreadPool::worker_loop(int index) {
       cpu_relax();
       ++spins;
     }
-    if (generation_.load(std::memory_order_acquire) == seen) {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load() != seen; });
+    if (generation_.load() == seen) {
+      sleepers_.fetch_add(1);
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return generation_.load() != seen; });
+      }
+      sleepers_.fetch_sub(1);
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
     run_chunk(*job_, job_n_, index, size());
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
       std::lock_guard lock(mutex_);
       done_.notify_one();
     }
@@ -59,23 +70,27 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t,
     if (n > 0) fn(0, n, 0);
     return;
   }
-  {
-    std::lock_guard lock(mutex_);
-    job_ = &fn;
-    job_n_ = n;
-    pending_.store(int(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+  job_ = &fn;
+  job_n_ = n;
+  pending_.store(int(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1);  // publishes the job (sequentially consistent: see worker_loop)
+  if (sleepers_.load() > 0) {
+    { std::lock_guard lock(mutex_); }
+    wake_.notify_all();
   }
-  wake_.notify_all();
   run_chunk(fn, n, 0, size());
   int spins = 0;
   while (pending_.load(std::memory_order_acquire) != 0 && spins < kSpins) {
     cpu_relax();
     ++spins;
   }
-  if (pending_.load(std::memory_order_acquire) != 0) {
-    std::unique_lock lock(mutex_);
-    done_.wait(lock, [&] { return pending_.load() == 0; });
+  if (pending_.load() != 0) {
+    caller_sleeping_.store(true);
+    {
+      std::unique_lock lock(mutex_);
+      done_.wait(lock, [&] { return pending_.load() == 0; });
+    }
+    caller_sleeping_.store(false);
   }
 }
 
@@ -86,17 +101,15 @@ void ThreadPool::parallel_steal(size_t n, const std::function<void(size_t, int)>
     return;
   }
   if (n >= (size_t(1) << 32)) fail("parallel_steal: {} items (at most 2^32 - 1)", n);
-  // Each share is one 64-bit word: low half its next item, high half its end; owners take from
-  // the front and thieves from the back, both by compare-and-swap, so an item is claimed once.
-  struct alignas(64) Share {
-    std::atomic<uint64_t> range;
-  };
-  std::unique_ptr<Share[]> shares(new Share[size_t(count)]);
+  // Each share is one 64-bit word on its own line: low half its next item, high half its end;
+  // owners take from the front and thieves from the back, both by compare-and-swap, so an item is
+  // claimed once.
+  Share* shares = shares_.get();
   for (int t = 0; t < count; ++t) {
     const uint64_t b = n * size_t(t) / size_t(count), e = n * size_t(t + 1) / size_t(count);
-    shares[size_t(t)].range.store(b | (e << 32), std::memory_order_relaxed);
+    shares[t].range.store(b | (e << 32), std::memory_order_relaxed);
   }
-  parallel_for(size_t(count), [&](size_t tb, size_t te, int) {
+  parallel_for(size_t(count), [shares, count, &fn](size_t tb, size_t te, int) {
     for (size_t self = tb; self < te; ++self) {
       std::atomic<uint64_t>& own = shares[self].range;
       for (;;) {  // own share, front first

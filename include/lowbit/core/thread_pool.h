@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -33,13 +34,19 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
-  // A job is published by bumping generation_ (under mutex_, so sleepers cannot miss it); workers
+  // A job is published by bumping generation_ after job_ / job_n_ / pending_ are written; workers
   // and the caller spin briefly before sleeping, since most jobs here last microseconds.
   const std::function<void(size_t, size_t, int)>* job_ = nullptr;
   size_t job_n_ = 0;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  alignas(64) std::atomic<int> pending_{0};  // apart from generation_: the workers write it
+  alignas(64) std::atomic<int> sleepers_{0};  // workers waiting on wake_
+  std::atomic<bool> caller_sleeping_{false};  // the caller waiting on done_
   std::atomic<bool> stop_{false};
+  struct alignas(64) Share {  // parallel_steal's range of one thread
+    std::atomic<uint64_t> range;
+  };
+  std::unique_ptr<Share[]> shares_;
 };
 
 // The process-wide pool used by the models (sized from $LOWBIT_THREADS or the hardware).

@@ -18,8 +18,8 @@ prompt=${PROMPT:-512} gen=${GEN:-128} repeats=${REPEATS:-3}
 mkdir -p "$work"
 # The bandwidth is measured by `lowbit bench` after each repeat (it moves between minutes); the %
 # column is the median of the repeats' decode traffic over their own bandwidth figure.
-echo "| shape | scheme | file GB | prefill tok/s | decode tok/s | weight GB/s | read GB/s | % of bandwidth | peak RSS MB |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| shape | scheme | file GB | prefill tok/s | decode tok/s | weight GB/s | read GB/s | % of bandwidth | peak RSS MB | core round trip ns |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for shape in $shapes; do
   base="$work/$shape"
   [ -d "$base" ] || "$bin" synth --shape "$shape" -o "$base" >/dev/null
@@ -41,7 +41,8 @@ print(f"| {sys.argv[2]} | {sys.argv[3]} | {int(sys.argv[4]) / 1e9:.2f} | {j['pre
       f"({j['prefill_tok_s_min']:.1f}-{j['prefill_tok_s_max']:.1f}) | {j['decode_tok_s']:.2f} "
       f"({j['decode_tok_s_min']:.2f}-{j['decode_tok_s_max']:.2f}) | {j['weight_gb_s']:.2f} | "
       f"{j['bandwidth_gb_s']:.1f} ({j['bandwidth_gb_s_min']:.1f}-{j['bandwidth_gb_s_max']:.1f}) | "
-      f"{j['bandwidth_pct']:.1f} ({j['bandwidth_pct_min']:.1f}-{j['bandwidth_pct_max']:.1f}) | {j['peak_rss_mb']:.0f} |")
+      f"{j['bandwidth_pct']:.1f} ({j['bandwidth_pct_min']:.1f}-{j['bandwidth_pct_max']:.1f}) | {j['peak_rss_mb']:.0f} | "
+      f"{j['core_round_trip_ns']:.0f} ({j['core_round_trip_ns_min']:.0f}-{j['core_round_trip_ns_max']:.0f}) |")
 PY
     if [ -n "${LLAMA_CPP:-}" ] && { [ "$scheme" = int8 ] || [ "$scheme" = int4 ]; }; then
       type=Q8_0
@@ -57,7 +58,7 @@ import json, sys
 runs = {("pp" if r["n_prompt"] else "tg"): r for r in json.load(open(sys.argv[1]))}
 pp, tg = runs["pp"], runs["tg"]
 print(f"| {sys.argv[2]} | llama.cpp {sys.argv[3]} | {int(sys.argv[4]) / 1e9:.2f} | {pp['avg_ts']:.1f} ± {pp['stddev_ts']:.1f} "
-      f"| {tg['avg_ts']:.2f} ± {tg['stddev_ts']:.2f} | | | | |")
+      f"| {tg['avg_ts']:.2f} ± {tg['stddev_ts']:.2f} | | | | | |")
 PY
     fi
   done

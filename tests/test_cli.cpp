@@ -264,6 +264,8 @@ TEST(Cli, SynthBenchAndExport) {
     EXPECT_FALSE(j["bandwidth_measured"].get<bool>());
     EXPECT_LE(j["bandwidth_pct_min"].get<double>(), j["bandwidth_pct"].get<double>());
     EXPECT_GE(j["bandwidth_pct_max"].get<double>(), j["bandwidth_pct"].get<double>());
+    EXPECT_LE(j["core_round_trip_ns_min"].get<double>(), j["core_round_trip_ns"].get<double>());
+    EXPECT_GE(j["core_round_trip_ns"].get<double>(), 0.0);
   }
   r = run_lowbit("bench " + model + " --prompt 300 --gen 8", &err);  // the toy has 256 positions
   EXPECT_EQ(r.status, 1);
@@ -285,6 +287,9 @@ TEST(Cli, BenchMemory) {
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_GT(j["bandwidth_gb_s"].get<double>(), 0.1);
   EXPECT_GE(j["buffer_bytes"].get<double>(), double(1u << 30));
+  // Between the pool's first two threads; 0 when there is one.
+  if (j["threads"].get<int>() >= 2) EXPECT_GT(j["core_round_trip_ns"].get<double>(), 0.0);
+  else EXPECT_EQ(j["core_round_trip_ns"].get<double>(), 0.0);
 }
 
 }  // namespace

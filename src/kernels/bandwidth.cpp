@@ -3,6 +3,7 @@
 #include "cpu/intrinsics.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
@@ -102,6 +103,40 @@ BandwidthResult measure_read_bandwidth(size_t bytes, int repeats) {
   }
   std::sort(rates.begin(), rates.end());
   return {rates.back(), rates[rates.size() / 2], n * sizeof(uint64_t), pool.size(), repeats};
+}
+
+double measure_core_round_trip_ns(int rounds) {
+  ThreadPool& pool = default_thread_pool();
+  if (pool.size() < 2 || rounds < 1) return 0.0;
+  struct alignas(64) Flag {
+    std::atomic<int> v{0};
+  };
+  Flag ping, pong;
+  constexpr int kBatch = 1000;
+  const int batches = std::max(1, rounds / kBatch);
+  std::vector<double> per_batch;
+  // Thread 0 sends i and waits for it back; thread 1 returns each value; the other threads idle.
+  pool.parallel_for(size_t(pool.size()), [&](size_t b, size_t e, int) {
+    for (size_t t = b; t < e; ++t) {
+      if (t == 0) {
+        for (int k = 0; k < batches; ++k) {
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int i = k * kBatch + 1; i <= (k + 1) * kBatch; ++i) {
+            ping.v.store(i, std::memory_order_release);
+            while (pong.v.load(std::memory_order_acquire) != i) __builtin_ia32_pause();
+          }
+          per_batch.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / kBatch);
+        }
+      } else if (t == 1) {
+        for (int i = 1; i <= batches * kBatch; ++i) {
+          while (ping.v.load(std::memory_order_acquire) != i) __builtin_ia32_pause();
+          pong.v.store(i, std::memory_order_release);
+        }
+      }
+    }
+  });
+  std::sort(per_batch.begin(), per_batch.end());
+  return per_batch[per_batch.size() / 2];
 }
 
 }  // namespace lowbit

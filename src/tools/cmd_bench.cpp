@@ -41,13 +41,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 int bench_memory(const BenchArgs& a) {
   apply_threads(a.c);
   const BandwidthResult r = measure_read_bandwidth(0, 5);
+  const double trip = measure_core_round_trip_ns();
   if (a.c.json) {
     fmt::print("{}\n", json{{"bandwidth_gb_s", r.gb_s}, {"median_gb_s", r.median_gb_s}, {"buffer_bytes", r.bytes},
-                             {"threads", r.threads}, {"repeats", r.repeats}}
+                             {"threads", r.threads}, {"repeats", r.repeats}, {"core_round_trip_ns", trip}}
                            .dump());
   } else {
     fmt::print("memory read bandwidth: {:.2f} GB/s (best of {}; median {:.2f}) with {} threads over a {:.2f} GB buffer\n",
                r.gb_s, r.repeats, r.median_gb_s, r.threads, r.bytes / 1e9);
+    if (trip > 0) fmt::print("core-to-core round trip: {:.0f} ns (threads 0 and 1)\n", trip);
   }
   return 0;
 }
@@ -76,7 +78,7 @@ int bench_model(const BenchArgs& a) {
   // The bandwidth moves by 20-30 % from minute to minute on shared machines, so unless --bandwidth
   // fixes it, it is measured right after each repeat's decode and each repeat's decode traffic is
   // held against its own figure (best of 3 passes: the conservative denominator).
-  std::vector<double> prefill, decode, bandwidth, pct;
+  std::vector<double> prefill, decode, bandwidth, pct, trips;
   double rss = 0;
   const uint64_t bytes = model->decode_weight_bytes();
   for (int r = 0; r < a.repeats; ++r) {
@@ -95,12 +97,13 @@ int bench_model(const BenchArgs& a) {
     // Every repeat allocates the same sessions, so the first repeat reaches the peak; read it before
     // the bandwidth test's buffer raises it.
     if (r == 0) rss = peak_rss_mb();
+    trips.push_back(measure_core_round_trip_ns());
     bandwidth.push_back(a.bandwidth_gb_s > 0 ? a.bandwidth_gb_s : measure_read_bandwidth(0, 3).gb_s);
     pct.push_back(100.0 * decode.back() * double(bytes) / 1e9 / bandwidth.back());
-    fmt::print(stderr, "bench: repeat {}/{}: prefill {:.1f} tok/s, decode {:.2f} tok/s = {:.1f}% of {:.2f} GB/s\n", r + 1,
-               a.repeats, prefill.back(), decode.back(), pct.back(), bandwidth.back());
+    fmt::print(stderr, "bench: repeat {}/{}: prefill {:.1f} tok/s, decode {:.2f} tok/s = {:.1f}% of {:.2f} GB/s (core round trip {:.0f} ns)\n",
+               r + 1, a.repeats, prefill.back(), decode.back(), pct.back(), bandwidth.back(), trips.back());
   }
-  const Spread p = spread(prefill), d = spread(decode), b = spread(bandwidth), q = spread(pct);
+  const Spread p = spread(prefill), d = spread(decode), b = spread(bandwidth), q = spread(pct), rt = spread(trips);
   const double weight_gb_s = d.median * double(bytes) / 1e9;
   const double bw = b.median;
   if (a.c.json) {
@@ -121,6 +124,9 @@ int bench_model(const BenchArgs& a) {
                              {"bandwidth_pct_max", q.max},
                              {"bandwidth_measured", a.bandwidth_gb_s <= 0},
                              {"peak_rss_mb", rss},
+                             {"core_round_trip_ns", rt.median},
+                             {"core_round_trip_ns_min", rt.min},
+                             {"core_round_trip_ns_max", rt.max},
                              {"load_seconds", load_s},
                              {"prompt", a.prompt},
                              {"gen", a.gen},
@@ -141,6 +147,9 @@ int bench_model(const BenchArgs& a) {
              weight_gb_s, q.median, q.min, q.max, a.bandwidth_gb_s > 0 ? "given" : "measured after each repeat", bw,
              b.min, b.max);
   fmt::print("peak RSS: {:.0f} MB (load {:.2f} s)\n", rss, load_s);
+  if (rt.median > 0)
+    fmt::print("core-to-core round trip: {:.0f} ns ({:.0f} .. {:.0f}; the threads hand work and activations to each other ~100 times a decoded token)\n",
+               rt.median, rt.min, rt.max);
   return 0;
 }
 

@@ -22,4 +22,11 @@ struct BandwidthResult {
 // Uses default_thread_pool() (all its threads).
 BandwidthResult measure_read_bandwidth(size_t bytes = 0, int repeats = 5);
 
+// Median nanoseconds for a value to go from default_thread_pool()'s first thread to its second and
+// back (two atomics on their own cache lines, both threads spinning), over `rounds` round trips in
+// batches; 0 with a single thread. A decode step hands work between the threads ~100 times and
+// moves its activations across with it: on a VM whose two vCPUs the host places on near or far
+// cores this moved between ~100 and ~600 ns from one minute to the next, and decode speed with it.
+double measure_core_round_trip_ns(int rounds = 20000);
+
 }  // namespace lowbit

@@ -254,6 +254,40 @@ namespace {
 // DistilBERT's logits by 40 % (outlier channels): so they stay where the speed is memory-bound.)
 constexpr size_t kPackedGemmMinRows = 8;  // input rows from which tile + GEMM beats the matvec kernels
 
+// Int8 activations for the segments on the integer path (m == 1), one QActs per (nibble order,
+// group), quantized by the calling thread before the work is handed out; the other threads read
+// that QActs (2 KB for 2048 columns), not x (8 KB). On this VM a line moved between the cores
+// costs ~270 ns, and x was written by the caller just before: in an in-process harness with the
+// model's data flow (x written before each call, y read after it) this streamed a decode step's
+// int4 matrices 7-10 % faster than each thread quantizing x itself (bench/NOTES.md, 14th session).
+// `call` (next_acts_call) names one product: segments of the same call with the same (nibble order,
+// group) share one quantization.
+uint64_t next_acts_call() {
+  static std::atomic<uint64_t> calls{0};
+  return calls.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+const QActs& caller_acts(const PackedSegment& seg, const float* x, size_t k, uint64_t call) {
+  struct Acts {
+    bool nibble;
+    int64_t group;
+    uint64_t call;  // the product it holds
+    QActs a;
+  };
+  thread_local std::vector<std::unique_ptr<Acts>> cache;  // the calling thread's (kept: no allocation per call)
+  const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;
+  const int64_t G = std::min(seg.m.group, seg.m.cols);
+  Acts* a = nullptr;
+  for (const auto& c : cache)
+    if (c->nibble == nibble && c->group == G) a = c.get();
+  if (!a) a = cache.emplace_back(std::make_unique<Acts>(Acts{nibble, G, 0, {}})).get();
+  if (a->call != call) {
+    (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(x, 1, k, int64_t(k), G, nibble, a->a);
+    a->call = call;
+  }
+  return a->a;
+}
+
 void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
   const size_t ldy = size_t(w.rows), k = size_t(w.cols);
   const bool gemm = m >= kPackedGemmMinRows;
@@ -289,38 +323,11 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
     for (int64_t r = 0; r < s.m.rows; r += t) items.push_back({&s, r, std::min(s.m.rows, r + t), out0});
     out0 += s.m.rows;
   }
-  // Int8 activations for the segments on the integer path (m == 1), one QActs per (nibble order,
-  // group), quantized by the calling thread before the work is handed out; the other threads read
-  // that QActs (2 KB for 2048 columns), not x (8 KB). On this VM a line moved between the cores
-  // costs ~270 ns, and x was written by the caller just before: in an in-process harness with the
-  // model's data flow (x written before each call, y read after it) this streamed a decode step's
-  // int4 matrices 7-10 % faster than each thread quantizing x itself (bench/NOTES.md, 14th session).
-  struct Acts {
-    bool nibble;
-    int64_t group;
-    uint64_t call;  // the packed_forward call it holds
-    QActs a;
-  };
-  static std::atomic<uint64_t> calls{0};
-  const uint64_t call = calls.fetch_add(1, std::memory_order_relaxed) + 1;
-  auto acts_for = [&](const PackedSegment& seg) -> const QActs& {
-    thread_local std::vector<std::unique_ptr<Acts>> cache;  // the calling thread's (kept: no allocation per call)
-    const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;
-    const int64_t G = std::min(seg.m.group, seg.m.cols);
-    Acts* a = nullptr;
-    for (const auto& c : cache)
-      if (c->nibble == nibble && c->group == G) a = c.get();
-    if (!a) a = cache.emplace_back(std::make_unique<Acts>(Acts{nibble, G, 0, {}})).get();
-    if (a->call != call) {
-      (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(x, m, k, int64_t(k), G, nibble, a->a);
-      a->call = call;
-    }
-    return a->a;
-  };
+  const uint64_t call = next_acts_call();
   std::vector<const QActs*> acts(w.packed.size(), nullptr);  // per segment, where it takes the integer path
   if (m == 1)
     for (size_t si = 0; si < w.packed.size(); ++si)
-      if (w.packed[si].q8) acts[si] = &acts_for(w.packed[si]);
+      if (w.packed[si].q8) acts[si] = &caller_acts(w.packed[si], x, k, call);
   if (gemm) set_blas_threads(0);  // BLAS single-threaded inside the pool's workers
   // Balanced at run time: the cores do not get equal shares of the bandwidth, and a static split
   // left one waiting for the other at every layer (~8 % of a decode step).

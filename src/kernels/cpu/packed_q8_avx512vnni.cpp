@@ -272,19 +272,16 @@ void quantize_acts_vnni(const float* x, size_t m, size_t ldx, int64_t cols, int6
 // streaming. Interleaved A/B of a decode step's 89 matrices against a read pass in one process
 // (bench/NOTES.md, 11th session): per-line prefetch alone (NTA or T1, 4-8 KB) streamed at 57-74 %
 // of the read, with the page touch 76-82 % (a plain sum through the same work items: 84-93 %).
-// U4 prefetches into L1 (T0): against a copy of this kernel in the same process (14th session), T1
+// Prefetches go into L1 (T0): against a copy of this kernel in the same process (14th session), T1
 // stalled on the prefetch instructions themselves in some code layouts (2/3 of the samples on one
 // prefetcht1; 46 % of the read against 82 % for the same loop laid out otherwise), T0 did not in any
-// (81-87 %), and the library's kernel went from 0.91 to 0.95 of the copy. U8 keeps T1 (no gain).
+// (81-87 %). The int4 loop is that sensitive to how the compiler lays this file out: keeping T1 for U8
+// alone (a template on the hint) took the library's int4 kernel from 0.97 to 0.83 of the copy; check
+// any change here with that harness (bench/NOTES.md).
 constexpr int64_t kLanesAhead = 4096, kPageAhead = 12288;
 
-template <bool U4>
 inline void prefetch_stream(const char* line) {
-  if constexpr (U4) {
-    _mm_prefetch(line + kLanesAhead, _MM_HINT_T0);
-  } else {
-    _mm_prefetch(line + kLanesAhead, _MM_HINT_T1);
-  }
+  _mm_prefetch(line + kLanesAhead, _MM_HINT_T0);
   touch_page_ahead(line + kLanesAhead, kPageAhead - kLanesAhead);
 }
 
@@ -300,7 +297,7 @@ template <bool U4>
 inline __m512i lanes_dot64(const uint8_t*& p, const int8_t* xk) {
   __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
   for (int u = 0; u < 4; ++u, xk += 16) {  // 16 columns: two U4 units or four U8 ones
-    for (int64_t line = 0; line < (U4 ? 128 : 256); line += 64) prefetch_stream<U4>(reinterpret_cast<const char*>(p) + line);
+    for (int64_t line = 0; line < (U4 ? 128 : 256); line += 64) prefetch_stream(reinterpret_cast<const char*>(p) + line);
     if constexpr (U4) {
       const __m512i low4 = _mm512_set1_epi8(0x0F);
       const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
@@ -474,7 +471,7 @@ inline __m512 lanes_block_f32(const PackedMatrix& w, int64_t b, const float* x, 
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     const int64_t u1 = std::min((g + 1) * G, w.cols) / 8;
     for (int64_t u = g * G / 8; u < u1; ++u, p += 64) {
-      prefetch_stream<true>(reinterpret_cast<const char*>(p));
+      prefetch_stream(reinterpret_cast<const char*>(p));
       const __m512i v = _mm512_loadu_si512(p);
       const float* xc = x + 8 * u;
       a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lut), _mm512_set1_ps(xc[0]), a0);

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string_view>
 
 #include "lowbit/core/error.h"
@@ -156,8 +157,34 @@ LinearWeights f32_as_packed(const LinearWeights& l) {
 
 }  // namespace
 
+LinearWeights LinearWeights::split_columns(const std::vector<int64_t>& bounds) const {
+  if (packed.size() != 1 || !packed[0].m.lanes || !col_parts.empty())
+    fail("split_columns: a {} x {} weight that is not one packed matrix in the lanes layout", rows, cols);
+  LinearWeights l;
+  l.rows = rows;
+  l.cols = cols;
+  l.col_parts.push_back(0);
+  for (int64_t b : bounds) {
+    if (b <= l.col_parts.back() || b >= cols) fail("split_columns: bounds must ascend inside 1..{}", cols - 1);
+    l.col_parts.push_back(b);
+  }
+  l.col_parts.push_back(cols);
+  for (size_t p = 0; p + 1 < l.col_parts.size(); ++p) {
+    auto lanes = std::make_shared<PackedLanes>();
+    PackedSegment seg = packed[0];
+    seg.m = lanes_columns(packed[0].m, l.col_parts[p], l.col_parts[p + 1], *lanes);
+    seg.keep = std::move(lanes);
+    l.packed.push_back(std::move(seg));
+  }
+  return l;
+}
+
 void LinearWeights::row_f32(int64_t r, float* out) const {
   if (r < 0 || r >= rows) fail("row {} outside a weight of {} rows", r, rows);
+  if (!col_parts.empty()) {
+    for (size_t p = 0; p < packed.size(); ++p) packed[p].kernels->dequant(packed[p].m, r, r + 1, out + col_parts[p]);
+    return;
+  }
   if (is_packed()) {
     for (const auto& s : packed) {
       if (r < s.m.rows) return s.kernels->dequant(s.m, r, r + 1, out);
@@ -170,6 +197,7 @@ void LinearWeights::row_f32(int64_t r, float* out) const {
 }
 
 void LinearWeights::append_rows(const LinearWeights& o) {
+  if (!col_parts.empty() || !o.col_parts.empty()) fail("append_rows: weights split over their columns");
   if (rows == 0) {
     *this = o;
     return;
@@ -288,8 +316,26 @@ const QActs& caller_acts(const PackedSegment& seg, const float* x, size_t k, uin
   return a->a;
 }
 
-void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
-  const size_t ldy = size_t(w.rows), k = size_t(w.cols);
+// Asks for every line of [p, p + n) at once (T0). A thread's first item of a decode call reads the
+// activations the calling thread has just written: read in the kernel's order, one line at a time as
+// each group needs it, every line is a miss in the other core's cache, one after another (on this VM
+// ~300-600 ns each when the two vCPUs sit on different dies). Asked for together, they overlap.
+void prefetch_lines(const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t o = 0; o < n; o += 64) __builtin_prefetch(c + o, 0, 3);
+}
+
+void prefetch_acts(const QActs& a) {
+  prefetch_lines(a.q.data(), a.q.size());
+  prefetch_lines(a.scale.data(), a.scale.size() * sizeof(float));
+  prefetch_lines(a.zsum.data(), a.zsum.size() * sizeof(float));
+  prefetch_lines(a.sum_x.data(), a.sum_x.size() * sizeof(float));
+}
+
+// y (= or +=) x · Wᵀ over the row segments `segs` (rows in all, k columns; x rows ldx apart).
+void packed_forward(std::span<const PackedSegment> segs, int64_t rows, size_t k, const float* x, size_t ldx, size_t m,
+                    float* y, bool accumulate) {
+  const size_t ldy = size_t(rows);
   const bool gemm = m >= kPackedGemmMinRows;
   // Work items of 64 rows: even for the pool to split, and large enough that the per-item set-up
   // (activation permutation, group sums: O(cols)) stays ~1/64 of the item's work.
@@ -301,10 +347,10 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
     return bf16_gemm && (s.m.kind == PackedKind::U8 || s.m.kind == PackedKind::U4);
   };
   std::vector<uint16_t> a_bf16;
-  for (const auto& s : w.packed)
+  for (const auto& s : segs)
     if (on_bf16(s) && a_bf16.empty()) {
       a_bf16.resize(bf16_m(m) * bf16_k(k));
-      bf16_pack_acts(x, m, k, k, a_bf16.data());
+      bf16_pack_acts(x, m, ldx, k, a_bf16.data());
     }
   struct Item {
     const PackedSegment* seg;
@@ -312,22 +358,22 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
   };
   std::vector<Item> items;
   size_t n_items = 0;
-  for (const auto& s : w.packed) {
+  for (const auto& s : segs) {
     const int64_t t = on_bf16(s) ? 2 * tile : tile;
     n_items += size_t((s.m.rows + t - 1) / t);
   }
   items.reserve(n_items);  // one allocation (growing it item by item was ~0.5 µs of a decode call)
   int64_t out0 = 0;
-  for (const auto& s : w.packed) {
+  for (const auto& s : segs) {
     const int64_t t = on_bf16(s) ? 2 * tile : tile;
     for (int64_t r = 0; r < s.m.rows; r += t) items.push_back({&s, r, std::min(s.m.rows, r + t), out0});
     out0 += s.m.rows;
   }
   const uint64_t call = next_acts_call();
-  std::vector<const QActs*> acts(w.packed.size(), nullptr);  // per segment, where it takes the integer path
+  std::vector<const QActs*> acts(segs.size(), nullptr);  // per segment, where it takes the integer path
   if (m == 1)
-    for (size_t si = 0; si < w.packed.size(); ++si)
-      if (w.packed[si].q8) acts[si] = &caller_acts(w.packed[si], x, k, call);
+    for (size_t si = 0; si < segs.size(); ++si)
+      if (segs[si].q8) acts[si] = &caller_acts(segs[si], x, k, call);
   if (gemm) set_blas_threads(0);  // BLAS single-threaded inside the pool's workers
   // Balanced at run time: the cores do not get equal shares of the bandwidth, and a static split
   // left one waiting for the other at every layer (~8 % of a decode step).
@@ -338,11 +384,20 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
     const PackedMatrix& pm = it.seg->m;
     float* yo = y + it.out0 + it.r0;
     if (it.seg->q8 && m == 1) {
-      it.seg->kernels->matmul_q8(pm, *acts[size_t(it.seg - w.packed.data())], it.r0, it.r1, yo, ldy, accumulate);
+      // This thread's first item of the call: pull in the caller's activations (and, where the
+      // product adds to y, the lines of y it will read) before the kernel walks them one by one.
+      thread_local uint64_t seen_call = 0;
+      if (seen_call != call) {
+        seen_call = call;
+        for (const QActs* a : acts)
+          if (a) prefetch_acts(*a);
+      }
+      if (accumulate) prefetch_lines(yo, size_t(it.r1 - it.r0) * sizeof(float));
+      it.seg->kernels->matmul_q8(pm, *acts[size_t(it.seg - segs.data())], it.r0, it.r1, yo, ldy, accumulate);
       return;
     }
     if (!gemm) {
-      it.seg->kernels->matvec(pm, x, m, k, it.r0, it.r1, yo, ldy, accumulate);
+      it.seg->kernels->matvec(pm, x, m, ldx, it.r0, it.r1, yo, ldy, accumulate);
       return;
     }
     const size_t n = size_t(it.r1 - it.r0);
@@ -360,9 +415,17 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
       bf16_gemm(a_bf16.data(), m, b_bf16.data(), n, k, yo, ldy, accumulate);
       return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), buf.data(), int(k),
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(ldx), buf.data(), int(k),
                 accumulate ? 1.0f : 0.0f, yo, int(ldy));
   });
+}
+
+// A weight split over its columns: one product per part, adding to the first's.
+void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
+  if (w.col_parts.empty()) return packed_forward(w.packed, w.rows, size_t(w.cols), x, size_t(w.cols), m, y, accumulate);
+  for (size_t p = 0; p < w.packed.size(); ++p)
+    packed_forward(std::span(&w.packed[p], 1), w.rows, size_t(w.col_parts[p + 1] - w.col_parts[p]), x + w.col_parts[p],
+                   size_t(w.cols), m, y, accumulate || p > 0);
 }
 
 }  // namespace

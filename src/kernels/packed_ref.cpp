@@ -52,6 +52,40 @@ bool lanes_eligible(const PackedMatrix& w) {
          (w.group >= w.cols || (w.group > 0 && w.group % 64 == 0));
 }
 
+PackedMatrix lanes_columns(const PackedMatrix& w, int64_t c0, int64_t c1, PackedLanes& out) {
+  const bool one_group = w.group >= w.cols;
+  if (!w.lanes || c0 < 0 || c1 > w.cols || c0 >= c1 || c0 % 64 != 0 || (c1 % 64 != 0 && c1 != w.cols) ||
+      (!one_group && (c0 % w.group != 0 || (c1 % w.group != 0 && c1 != w.cols))))
+    fail("lanes_columns: columns [{}, {}) of a {} x {} {} matrix with group {} do not start and end on its groups",
+         c0, c1, w.rows, w.cols, packed_kind_name(w.kind), w.group);
+  const int64_t blocks = (w.rows + 15) / 16, uc = w.unit_cols();
+  const int64_t units = w.cols / uc, u0 = c0 / uc, nu = (c1 - c0) / uc;
+  const int64_t groups = w.groups(), g0 = one_group ? 0 : c0 / w.group;
+  PackedMatrix l = w;
+  l.cols = c1 - c0;
+  if (one_group) l.group = l.cols;
+  l.row_bytes = w.kind == PackedKind::U4 ? size_t(l.cols / 2) : size_t(l.cols);
+  const int64_t ng = l.groups(), ps = w.lanes_pstride;
+  out.codes.assign(size_t(blocks * nu * 64), 0);
+  for (int64_t b = 0; b < blocks; ++b)
+    std::memcpy(out.codes.data() + b * nu * 64, w.data + (b * units + u0) * 64, size_t(nu * 64));
+  // Parameters: [block][group][pstride] (interleaved scale + offset, or separate arrays).
+  auto params = [&](const auto* src, auto& dst) {
+    if (!src) return decltype(src)(nullptr);
+    dst.assign(size_t(blocks * ng * ps), 0);
+    for (int64_t b = 0; b < blocks; ++b)
+      std::copy_n(src + (b * groups + g0) * ps, ng * ps, dst.data() + b * ng * ps);
+    return decltype(src)(dst.data());
+  };
+  const bool inter = ps == 32;
+  l.scale = params(w.scale, out.scale);
+  l.scale_f16 = params(w.scale_f16, out.scale_f16);
+  l.offset = !w.offset ? nullptr : inter ? l.scale + 16 : params(w.offset, out.offset);
+  l.offset_f16 = !w.offset_f16 ? nullptr : inter ? l.scale_f16 + 16 : params(w.offset_f16, out.offset_f16);
+  l.data = out.codes.data();
+  return l;
+}
+
 PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out) {
   if (!lanes_eligible(w)) fail("relayout_lanes: a {} x {} {} matrix with group {} is not eligible", w.rows, w.cols,
                                packed_kind_name(w.kind), w.group);

@@ -1,6 +1,7 @@
 #include "lowbit/models/llama.h"
 
 #include "lowbit/models/attention.h"
+#include "llama_internal.h"
 
 #include <algorithm>
 #include <cmath>
@@ -43,27 +44,6 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
     }
   }
   return inv;
-}
-
-void rms_norm(const float* x, const float* weight, float* out, int n, float eps) {
-  // Eight partial sums (one chain of n dependent double adds was ~3 µs of a decode layer at n = 2048).
-  double part[8] = {};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) part[j] += double(x[i + j]) * double(x[i + j]);
-  for (; i < n; ++i) part[0] += double(x[i]) * double(x[i]);
-  const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-  const float scale = float(1.0 / std::sqrt(ss / n + double(eps)));
-  for (i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * scale);
-}
-
-// Rotate-half RoPE on one head vector: (x_i, x_{i+half}) -> (x_i c - x_{i+half} s, x_{i+half} c + x_i s).
-void apply_rope(float* x, const float* cos_row, const float* sin_row, int half) {
-  for (int i = 0; i < half; ++i) {
-    float a = x[i], b = x[i + half];
-    x[i] = a * cos_row[i] - b * sin_row[i];
-    x[i + half] = b * cos_row[i] + a * sin_row[i];
-  }
 }
 
 }  // namespace
@@ -118,6 +98,7 @@ LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store, bool lazy_l
 
   auto append = [](std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); };
   layers_.resize(size_t(cfg_.num_layers));
+  split_ = lazy_layers ? 0 : split_parts();
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     Layer& L = layers_[size_t(l)];
@@ -130,6 +111,7 @@ LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store, bool lazy_l
     }
     if (cfg_.mlp_bias) fail("{}: mlp_bias = true is not supported yet", cfg_.path.string());
     if (!lazy_layers) load_linears(L, l, store);
+    if (split_ && !split_layer(L)) split_ = 0;  // (layers split already still run the row-split way)
   }
   lazy_ = LazyLayers(cfg_.num_layers, store, lazy_layers);
 }
@@ -155,28 +137,6 @@ std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
          cfg_.max_positions);
   return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads, cfg_.head_dim);
 }
-
-// Scratch buffers and the cos / sin of every new position (float32 like transformers:
-// angle = float(pos) * inv_freq).
-struct LlamaModel::Work {
-  Work(const ModelConfig& c, const std::vector<float>& inv_freq, int n, int pos0) {
-    const int half = c.head_dim / 2, qkv_dim = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
-    xn.resize(size_t(n) * size_t(c.hidden_size));
-    qkv.resize(size_t(n) * size_t(qkv_dim));
-    att.resize(size_t(n) * size_t(c.num_heads * c.head_dim));
-    gu.resize(size_t(n) * size_t(2 * c.intermediate_size));
-    act.resize(size_t(n) * size_t(c.intermediate_size));
-    cos_t.resize(size_t(n) * size_t(half));
-    sin_t.resize(cos_t.size());
-    for (int i = 0; i < n; ++i)
-      for (int f = 0; f < half; ++f) {
-        float angle = float(pos0 + i) * inv_freq[size_t(f)];
-        cos_t[size_t(i * half + f)] = float(std::cos(double(angle)));
-        sin_t[size_t(i * half + f)] = float(std::sin(double(angle)));
-      }
-  }
-  std::vector<float> xn, qkv, att, gu, act, cos_t, sin_t;
-};
 
 struct LlamaModel::RunScratch {
   int n;
@@ -344,9 +304,13 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
       fail("token id {} at position {} is outside the vocabulary (0..{})", tokens[size_t(i)], pos0 + i, vocab - 1);
   embed(tokens, x.data());
   Work w(cfg_, inv_freq_, n, pos0);
-  for (int l = 0; l < cfg_.num_layers; ++l) {
-    layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);
-    check_finite_activations(x.data(), n, hidden, pos0, "model.layers.", l);
+  if (n == 1 && split_ > 1) {
+    decode_split(x.data(), pos0, s, w);
+  } else {
+    for (int l = 0; l < cfg_.num_layers; ++l) {
+      layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);
+      check_finite_activations(x.data(), n, hidden, pos0, "model.layers.", l);
+    }
   }
   s.advance(n);
 

@@ -46,6 +46,9 @@ struct LinearWeights {
   std::vector<int32_t> outlier_cols;   // int8: ascending inputs computed in float (LLM.int8())
   std::vector<float> outlier_w;        // [rows][outlier_cols.size()]
   std::vector<PackedSegment> packed;  // [rows] split over segments (packed)
+  // Packed and split over its inputs (split_columns): `packed` then holds one segment per part, all
+  // rows of columns [col_parts[p], col_parts[p + 1]); empty: `packed` holds row segments.
+  std::vector<int64_t> col_parts;
 
   bool is_packed() const { return !packed.empty(); }
   bool is_int8() const { return !q8.empty(); }
@@ -58,6 +61,11 @@ struct LinearWeights {
   static LinearWeights from_q8(std::vector<int8_t> q, std::vector<float> scale, int64_t rows, int64_t cols);
   // A packed matrix; `keep` owns (or keeps mapped) everything m points to.
   static LinearWeights from_packed(const PackedMatrix& m, std::shared_ptr<const void> keep);
+  // This matrix (one packed segment in the lanes layout) as parts over columns [0, b1), [b1, b2), ...,
+  // [bn, cols) for inner bounds 0 < b1 < ... < cols on its groups: a product split over the threads by
+  // its inputs reads one part per thread, each its own stream (LlamaModel's decode). The parts are
+  // copies; this matrix may be dropped.
+  LinearWeights split_columns(const std::vector<int64_t>& bounds) const;
   // Row r as float32 (embedding look-ups): out[cols].
   void row_f32(int64_t r, float* out) const;
 };

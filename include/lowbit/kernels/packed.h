@@ -93,6 +93,11 @@ struct PackedLanes {
 // into out. Rows are split over the thread pool.
 PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out);
 
+// Columns [c0, c1) of a lanes matrix as a lanes matrix of its own, copied into `out` (codes and
+// parameters; c0, c1 on group and 64-column boundaries, or c1 = cols). One group per row stays one
+// group per row (the part's width). For splitting a product over its inputs (LinearWeights::split_columns).
+PackedMatrix lanes_columns(const PackedMatrix& w, int64_t c0, int64_t c1, PackedLanes& out);
+
 // Computes PackedMatrix::int_zero from kind, zero and lut.
 int int_zero_of(const PackedMatrix& w);
 

@@ -16,6 +16,8 @@
 
 namespace lowbit {
 
+class KVSession;
+
 class LlamaModel : public CausalLM {
  public:
   // Float or quantized: linear weights packed (used where the file maps them) when the store allows.
@@ -36,6 +38,10 @@ class LlamaModel : public CausalLM {
   void replace_weight(const std::string& name, const std::vector<float>& w) override;
   std::optional<InputProducer> input_producer(const std::string& linear_name) const override;
   void release_layer(int layer) override;
+  // Threads a decode step is split over by heads and MLP channels (llama_split.cpp), or 0 where it
+  // runs layer by layer, each product split over the threads by rows (LOWBIT_DECODE=rows; or float
+  // weights, one thread, or heads / channels that do not divide over the threads).
+  int decode_split_threads() const { return split_; }
 
  private:
   struct Layer {
@@ -59,13 +65,26 @@ class LlamaModel : public CausalLM {
 
   // Scratch buffers and rotary tables of one call, sized for n rows.
   struct Work;
-  void layer_forward(int l, int cache_layer, float* x, int n, int pos0, class KVSession& s, Work& w,
+  void layer_forward(int l, int cache_layer, float* x, int n, int pos0, KVSession& s, Work& w,
                      const LinearObserver* obs) const;
   // run_layer's keys / values and Work, kept for the next call with as many rows: calibration makes
   // thousands of calls, and fresh buffers (page faults, clearing) were ~40 % of an imatrix run.
   // run_layer is not reentrant (neither are the models' other entry points).
   struct RunScratch;
   mutable std::shared_ptr<RunScratch> run_scratch_;
+
+  // Decode (one new token) split over the pool's threads by heads and MLP channels, one pool job
+  // for all layers (llama_split.cpp): each thread computes q, k, v and attention for its own KV
+  // heads, then o_proj over its heads' columns, and gate / up / SiLU for its own channels, then
+  // down_proj over those channels; the threads' partial sums meet twice per layer. o_proj and
+  // down_proj are then held split over their columns, one part per thread (split_columns).
+  struct DecodeSplit;
+  int split_parts() const;       // the threads a split decode would use (0: not this model or machine)
+  bool split_layer(Layer& L);  // o / down split for it, where every weight of L allows
+  void decode_split(float* x, int pos, KVSession& s, const Work& w) const;
+  int split_ = 0;  // > 1: every layer is split over this many threads and decode_split runs
+  std::vector<int64_t> split_channels_;  // where threads 1.. start on the intermediate channels
+  mutable std::shared_ptr<DecodeSplit> split_scratch_;
 
   ModelConfig cfg_;
   LinearWeights embed_;    // [vocab, hidden] (rows read one at a time for the look-up)

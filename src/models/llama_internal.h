@@ -1,0 +1,54 @@
+#pragma once
+// Pieces of LlamaModel shared by llama.cpp (the model) and llama_split.cpp (its split decode).
+#include <cmath>
+#include <vector>
+
+#include "lowbit/models/llama.h"
+
+namespace lowbit {
+
+inline void rms_norm(const float* x, const float* weight, float* out, int n, float eps) {
+  // Eight partial sums (one chain of n dependent double adds was ~3 µs of a decode layer at n = 2048).
+  double part[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) part[j] += double(x[i + j]) * double(x[i + j]);
+  for (; i < n; ++i) part[0] += double(x[i]) * double(x[i]);
+  const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  const float scale = float(1.0 / std::sqrt(ss / n + double(eps)));
+  for (i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * scale);
+}
+
+// Rotate-half RoPE on one head vector: (x_i, x_{i+half}) -> (x_i c - x_{i+half} s, x_{i+half} c + x_i s).
+inline void apply_rope(float* x, const float* cos_row, const float* sin_row, int half) {
+  for (int i = 0; i < half; ++i) {
+    float a = x[i], b = x[i + half];
+    x[i] = a * cos_row[i] - b * sin_row[i];
+    x[i + half] = b * cos_row[i] + a * sin_row[i];
+  }
+}
+
+
+// Scratch buffers and the cos / sin of every new position (float32 like transformers:
+// angle = float(pos) * inv_freq).
+struct LlamaModel::Work {
+  Work(const ModelConfig& c, const std::vector<float>& inv_freq, int n, int pos0) {
+    const int half = c.head_dim / 2, qkv_dim = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+    xn.resize(size_t(n) * size_t(c.hidden_size));
+    qkv.resize(size_t(n) * size_t(qkv_dim));
+    att.resize(size_t(n) * size_t(c.num_heads * c.head_dim));
+    gu.resize(size_t(n) * size_t(2 * c.intermediate_size));
+    act.resize(size_t(n) * size_t(c.intermediate_size));
+    cos_t.resize(size_t(n) * size_t(half));
+    sin_t.resize(cos_t.size());
+    for (int i = 0; i < n; ++i)
+      for (int f = 0; f < half; ++f) {
+        float angle = float(pos0 + i) * inv_freq[size_t(f)];
+        cos_t[size_t(i * half + f)] = float(std::cos(double(angle)));
+        sin_t[size_t(i * half + f)] = float(std::sin(double(angle)));
+      }
+  }
+  std::vector<float> xn, qkv, att, gu, act, cos_t, sin_t;
+};
+
+}  // namespace lowbit

@@ -1,0 +1,273 @@
+// LlamaModel's decode step split over the thread pool by heads and MLP channels (llama.h).
+//
+// Why: a decode step is ~90 matrix products of a few MB each. Run one after another, each split
+// over the threads by rows, every product ends with its output spread over the cores' caches and
+// the next one starts by handing the quantized input to the other core: on this VM a cache line
+// moved between the two vCPUs costs ~300-600 ns when they sit on different dies (bench/NOTES.md,
+// 14th session), and the kernels then read those lines one at a time as they need them. A scratch
+// harness (15th session) streamed a decode step's int4 matrices 5-15 % faster as one job per step
+// than as one job per product with freshly quantized inputs.
+//
+// Here each thread t owns KV heads [kv0, kv1) with their query heads and intermediate channels
+// [i0, i1), and keeps its own copy of the hidden state x. Per layer it computes, on its own:
+//   RMSNorm(x) -> q, k, v rows of its heads -> RoPE -> its heads' keys / values into the cache ->
+//   attention of its query heads -> o_proj over its heads' columns (a partial sum of all rows);
+// the threads exchange partial sums (x += Σ_t partial_t, the same additions in the same order on
+// every thread, so the copies of x stay identical), then
+//   RMSNorm(x) -> gate, up rows of its channels -> SiLU(gate)·up -> down_proj over its channels;
+// and exchange again. Two meetings per layer, and only the 2 x hidden partial sums cross between
+// cores; each thread streams its own weight rows / column parts (split_columns), one layer after
+// another. Megatron-LM splits a transformer layer over GPUs the same way (Shoeybi et al. 2019,
+// "Megatron-LM", section 3: column-parallel q/k/v and gate/up, row-parallel o and down).
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+#include <thread>
+
+#include "llama_internal.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/numerics.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/kernels/activation.h"
+#include "lowbit/kernels/attention.h"
+#include "lowbit/kernels/linear.h"
+#include "lowbit/models/attention.h"
+
+namespace lowbit {
+
+namespace {
+
+// Columns a split must start on: the weights' groups (the lanes layout keeps whole groups), and
+// whole 64-column units.
+int64_t split_align(const LinearWeights& w) {
+  const PackedMatrix& m = w.packed.front().m;
+  return m.group >= m.cols ? 64 : std::max<int64_t>(m.group, 64);
+}
+
+bool integer_lanes(const LinearWeights& w, size_t segments) {
+  if (w.packed.size() != segments || !w.col_parts.empty()) return false;
+  for (const auto& s : w.packed)
+    if (!s.q8 || !s.m.lanes || !s.kernels->matmul_q8) return false;
+  return true;
+}
+
+// Where the threads' shares of `inter` channels start (after the first's), on multiples of `align`.
+std::vector<int64_t> channel_bounds(int64_t inter, int parts, int64_t align) {
+  std::vector<int64_t> b;
+  for (int t = 1; t < parts; ++t) b.push_back(int64_t(t) * inter / parts / align * align);
+  return b;
+}
+
+// One thread's spin barrier (sense by generation); yields after a while so that more threads than
+// cores still make progress.
+struct alignas(64) Barrier {
+  std::atomic<int> arrived{0};
+  alignas(64) std::atomic<uint32_t> generation{0};
+  void wait(int threads) {
+    const uint32_t g = generation.load(std::memory_order_acquire);
+    if (arrived.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
+      arrived.store(0, std::memory_order_relaxed);
+      generation.store(g + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation.load(std::memory_order_acquire) == g; ++spins) {
+      if (spins < 20000)
+        __builtin_ia32_pause();
+      else
+        std::this_thread::yield();
+    }
+  }
+};
+
+void prefetch_floats(const float* p, size_t n) {
+  for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+}
+
+}  // namespace
+
+// One thread's buffers; apart from the others' (its own lines).
+struct alignas(64) SplitThread {
+  int kv0 = 0, kv1 = 0;            // its KV heads
+  int64_t i0 = 0, i1 = 0;          // its intermediate channels
+  std::vector<float> x;            // its copy of the hidden state (thread 0 works on the caller's)
+  std::vector<float> xn, q, k, v, att, gu, act, scores;
+  QActs acts_in, acts_o, acts_down;
+  int bad_layer = -1;              // thread 0: the first layer whose output was not finite
+  std::vector<float> bad_x;        // and that output
+};
+
+struct LlamaModel::DecodeSplit {
+  std::vector<SplitThread> threads;
+  std::vector<float> partial;  // [2][threads][hidden padded to a line]: double-buffered partial sums
+  size_t stride = 0;
+  Barrier barrier;
+};
+
+int LlamaModel::split_parts() const {
+  const char* v = std::getenv("LOWBIT_DECODE");
+  if (v && *v && std::string_view(v) != "split") {
+    if (std::string_view(v) == "rows") return 0;
+    fail("LOWBIT_DECODE={}: expected split or rows", v);
+  }
+  const int T = default_thread_pool().size();
+  const ModelConfig& c = cfg_;
+  if (T < 2 || c.num_kv_heads % T != 0 || c.head_dim % 16 != 0 || c.intermediate_size < 64 * T) return 0;
+  return T;
+}
+
+bool LlamaModel::split_layer(Layer& L) {
+  const int T = split_;
+  const int hd = cfg_.head_dim, group = cfg_.num_heads / cfg_.num_kv_heads, kv_per = cfg_.num_kv_heads / T;
+  if (!integer_lanes(L.wqkv, 3) || !integer_lanes(L.wo, 1) || !integer_lanes(L.w_gate_up, 2) ||
+      !integer_lanes(L.w_down, 1))
+    return false;
+  // One quantization of each input serves all the rows that read it.
+  const auto& qkv = L.wqkv.packed;
+  if (qkv[0].m.group != qkv[1].m.group || qkv[0].m.group != qkv[2].m.group ||
+      L.w_gate_up.packed[0].m.group != L.w_gate_up.packed[1].m.group)
+    return false;
+  std::vector<int64_t> o_bounds;
+  const int64_t ao = split_align(L.wo);
+  for (int t = 1; t < T; ++t) {
+    o_bounds.push_back(int64_t(t) * kv_per * group * hd);
+    if (o_bounds.back() % ao != 0) return false;
+  }
+  // Every layer's threads must own the same channels (the same split of down_proj's columns).
+  const std::vector<int64_t> d_bounds = channel_bounds(cfg_.intermediate_size, T, split_align(L.w_down));
+  for (size_t i = 0; i < d_bounds.size(); ++i)  // (multiples of 64: row ranges of the lanes blocks too)
+    if (d_bounds[i] <= (i ? d_bounds[i - 1] : 0)) return false;
+  if (split_channels_.empty()) split_channels_ = d_bounds;
+  if (d_bounds != split_channels_) return false;
+  L.wo = L.wo.split_columns(o_bounds);
+  L.w_down = L.w_down.split_columns(d_bounds);
+  return true;
+}
+
+void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) const {
+  const int T = split_, hidden = cfg_.hidden_size, hd = cfg_.head_dim, half = hd / 2;
+  const int nh = cfg_.num_heads, nkv = cfg_.num_kv_heads, group = nh / nkv;
+  const int64_t inter = cfg_.intermediate_size;
+  if (!split_scratch_) {
+    auto d = std::make_shared<DecodeSplit>();
+    d->threads.resize(size_t(T));
+    const std::vector<int64_t>& b = split_channels_;
+    for (int t = 0; t < T; ++t) {
+      SplitThread& th = d->threads[size_t(t)];
+      th.kv0 = t * nkv / T;
+      th.kv1 = (t + 1) * nkv / T;
+      th.i0 = t == 0 ? 0 : b[size_t(t - 1)];
+      th.i1 = t == T - 1 ? inter : b[size_t(t)];
+      const size_t nq = size_t(th.kv1 - th.kv0) * size_t(group * hd), nkvd = size_t(th.kv1 - th.kv0) * size_t(hd);
+      const size_t ni = size_t(th.i1 - th.i0);
+      th.x.resize(size_t(hidden));
+      th.xn.resize(size_t(hidden));
+      th.q.resize(nq);
+      th.k.resize(nkvd);
+      th.v.resize(nkvd);
+      th.att.resize(nq);
+      th.gu.resize(2 * ni);
+      th.act.resize(ni);
+    }
+    d->stride = (size_t(hidden) + 15) / 16 * 16;
+    d->partial.assign(2 * size_t(T) * d->stride, 0.0f);
+    split_scratch_ = std::move(d);
+  }
+  DecodeSplit& d = *split_scratch_;
+  for (auto& th : d.threads) {
+    th.scores.resize(size_t(group) * size_t(pos + 1));
+    th.bad_layer = -1;
+  }
+  const float* cos_row = w.cos_t.data();
+  const float* sin_row = w.sin_t.data();
+  const int lo = cfg_.sliding_window > 0 ? std::max(0, pos - cfg_.sliding_window + 1) : 0;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const AttendFn attend = attend_best(hd);
+  const SiluMulFn silu_mul = silu_mul_best();
+
+  // y = rows [r0, r1) of a segment times the quantized input, in the row-split path's 64-row work
+  // items (its prefetch pattern).
+  auto rows = [](const PackedSegment& seg, const QActs& a, int64_t r0, int64_t r1, float* y) {
+    for (int64_t r = r0; r < r1; r += 64) seg.kernels->matmul_q8(seg.m, a, r, std::min(r1, r + 64), y + (r - r0), 0, false);
+  };
+  auto quantize = [](const PackedSegment& seg, const float* v, int64_t n, QActs& out) {
+    const int64_t G = std::min(seg.m.group, seg.m.cols);
+    (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(v, 1, size_t(n), size_t(n), G, false, out);
+  };
+
+  default_thread_pool().parallel_for(size_t(T), [&](size_t part, size_t, int) {
+    SplitThread& th = d.threads[part];
+    float* xt = part == 0 ? x : th.x.data();
+    if (part != 0) std::copy_n(x, hidden, xt);
+    int exchanges = 0;
+    // This thread's partial sum of the next exchange goes here.
+    auto my_partial = [&] { return d.partial.data() + (size_t(exchanges % 2) * size_t(T) + part) * d.stride; };
+    // x += Σ_t partial_t once every thread has written its own (double-buffered: a thread can be one
+    // exchange ahead, never two, so the other buffer is free to write).
+    auto exchange = [&] {
+      const float* slot = d.partial.data() + size_t(exchanges % 2) * size_t(T) * d.stride;
+      d.barrier.wait(T);
+      for (int t = 0; t < T; ++t)
+        if (size_t(t) != part) prefetch_floats(slot + size_t(t) * d.stride, size_t(hidden));
+      for (int i = 0; i < hidden; ++i) {
+        float sum = slot[i];
+        for (int t = 1; t < T; ++t) sum += slot[size_t(t) * d.stride + size_t(i)];
+        xt[i] += sum;
+      }
+      ++exchanges;
+    };
+    const int nq = (th.kv1 - th.kv0) * group * hd, nk = (th.kv1 - th.kv0) * hd;
+    const int64_t ni = th.i1 - th.i0;
+    for (int l = 0; l < cfg_.num_layers; ++l) {
+      const Layer& L = layers_[size_t(l)];
+      // Attention: q, k, v of this thread's heads.
+      rms_norm(xt, L.attn_norm.data(), th.xn.data(), hidden, cfg_.rms_eps);
+      const auto& qkv = L.wqkv.packed;
+      quantize(qkv[0], th.xn.data(), hidden, th.acts_in);
+      rows(qkv[0], th.acts_in, int64_t(th.kv0) * group * hd, int64_t(th.kv1) * group * hd, th.q.data());
+      rows(qkv[1], th.acts_in, int64_t(th.kv0) * hd, int64_t(th.kv1) * hd, th.k.data());
+      rows(qkv[2], th.acts_in, int64_t(th.kv0) * hd, int64_t(th.kv1) * hd, th.v.data());
+      if (!L.bqkv.empty()) {
+        const float* bq = L.bqkv.data() + size_t(th.kv0) * size_t(group * hd);
+        const float* bk = L.bqkv.data() + size_t(nh * hd) + size_t(th.kv0 * hd);
+        const float* bv = bk + size_t(nkv * hd);
+        for (int i = 0; i < nq; ++i) th.q[size_t(i)] += bq[i];
+        for (int i = 0; i < nk; ++i) th.k[size_t(i)] += bk[i], th.v[size_t(i)] += bv[i];
+      }
+      for (int h = 0; h < nq / hd; ++h) apply_rope(th.q.data() + size_t(h * hd), cos_row, sin_row, half);
+      for (int j = 0; j < th.kv1 - th.kv0; ++j) {
+        apply_rope(th.k.data() + size_t(j * hd), cos_row, sin_row, half);
+        const int kvh = th.kv0 + j;
+        std::copy_n(th.k.data() + size_t(j * hd), hd, s.k_at(l, kvh, pos));
+        std::copy_n(th.v.data() + size_t(j * hd), hd, s.v_at(l, kvh, pos));
+        attend(th.q.data() + size_t(j * group * hd), group, hd, s.k_at(l, kvh, lo), s.v_at(l, kvh, lo), size_t(hd),
+               pos - lo + 1, scale, th.scores.data(), th.att.data() + size_t(j * group * hd));
+      }
+      const PackedSegment& o = L.wo.packed[part];
+      quantize(o, th.att.data(), nq, th.acts_o);
+      rows(o, th.acts_o, 0, hidden, my_partial());
+      exchange();
+
+      // MLP: gate / up of this thread's channels, then its share of down_proj.
+      rms_norm(xt, L.ffn_norm.data(), th.xn.data(), hidden, cfg_.rms_eps);
+      const auto& gu = L.w_gate_up.packed;
+      quantize(gu[0], th.xn.data(), hidden, th.acts_in);
+      rows(gu[0], th.acts_in, th.i0, th.i1, th.gu.data());
+      rows(gu[1], th.acts_in, th.i0, th.i1, th.gu.data() + ni);
+      silu_mul(th.gu.data(), th.gu.data() + ni, th.act.data(), size_t(ni));
+      const PackedSegment& down = L.w_down.packed[part];
+      quantize(down, th.act.data(), ni, th.acts_down);
+      rows(down, th.acts_down, 0, hidden, my_partial());
+      exchange();
+      if (part == 0 && th.bad_layer < 0 && find_non_finite(xt, size_t(hidden)) >= 0) {
+        th.bad_layer = l;
+        th.bad_x.assign(xt, xt + hidden);
+      }
+    }
+  });
+  const SplitThread& t0 = d.threads[0];
+  if (t0.bad_layer >= 0) check_finite_activations(t0.bad_x.data(), 1, hidden, pos, "model.layers.", t0.bad_layer);
+}
+
+}  // namespace lowbit

@@ -1,0 +1,179 @@
+// LlamaModel's decode split over the threads by heads and MLP channels (llama_split.cpp) against the
+// row-split decode of the same checkpoint, and the column-split weights it runs on against the
+// whole matrix (LinearWeights::split_columns).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+
+#include "golden_util.h"
+#include "lowbit/core/dtype.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/kernels/linear.h"
+#include "lowbit/models/generate.h"
+#include "lowbit/models/llama.h"
+#include "lowbit/quant/quantize.h"
+
+namespace lowbit {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Loads `dir` with LOWBIT_DECODE set to `mode`.
+std::unique_ptr<CausalLM> load_with(const fs::path& dir, const char* mode) {
+  struct Unset {
+    ~Unset() { ::unsetenv("LOWBIT_DECODE"); }  // (also when the load throws)
+  } unset;
+  ::setenv("LOWBIT_DECODE", mode, 1);
+  return load_causal_lm(dir);
+}
+
+// The logits of `tokens`: the first `prompt` in one call, then one token per call.
+std::vector<float> run_tokens(const CausalLM& model, const std::vector<int32_t>& tokens, int prompt) {
+  const int vocab = model.vocab_size();
+  auto s = model.new_session(int(tokens.size()));
+  std::vector<float> out, logits(static_cast<size_t>(vocab));
+  model.forward(*s, std::span(tokens.data(), size_t(prompt)), logits.data(), false);
+  out.insert(out.end(), logits.begin(), logits.end());
+  for (size_t i = size_t(prompt); i < tokens.size(); ++i) {
+    std::fill(logits.begin(), logits.end(), NAN);
+    model.forward(*s, std::span(&tokens[i], 1), logits.data(), false);
+    out.insert(out.end(), logits.begin(), logits.end());
+  }
+  return out;
+}
+
+TEST(DecodeSplit, MatchesRowSplitDecodeOnQuantizedLlama16m) {
+  if (default_thread_pool().size() < 2) GTEST_SKIP() << "one thread: nothing to split";
+  const fs::path in = test::model_dir("llama-16m-wiki");
+  const fs::path root = test::temp_dir("split");
+  const auto tokens = test::read_binary<int32_t>(in / "golden_tokens_64.i32");
+  const std::vector<int32_t> seq(tokens.begin(), tokens.begin() + 40);
+  auto fmodel = load_causal_lm(in);
+  const auto f = run_tokens(*fmodel, seq, 8);
+  // int8 per channel, and int4 in groups of 64 (llama-16m's 3 query heads per thread are 192
+  // columns of o_proj: groups of 128 would not split there, and the model then decodes by rows).
+  for (const char* scheme : {"int8", "int4@64", "int4"}) {
+    QuantizeOptions opt;
+    opt.scheme = scheme;
+    opt.progress = false;
+    const fs::path dir = root / (std::string(scheme) == "int4@64" ? "int4g64" : scheme);
+    quantize_checkpoint(in, dir, opt);
+    auto rows = load_with(dir, "rows");
+    auto split = load_with(dir, "split");
+    const auto* ls = dynamic_cast<const LlamaModel*>(split.get());
+    ASSERT_NE(ls, nullptr);
+    EXPECT_EQ(dynamic_cast<const LlamaModel*>(rows.get())->decode_split_threads(), 0);
+    if (std::string(scheme) == "int4") {
+      EXPECT_EQ(ls->decode_split_threads(), 0) << "groups of 128 do not fall on the heads' columns";
+      continue;
+    }
+    EXPECT_EQ(ls->decode_split_threads(), default_thread_pool().size()) << scheme;
+    const int vocab = split->vocab_size(), steps = int(seq.size()) - 7;
+    const auto a = run_tokens(*rows, seq, 8), b = run_tokens(*split, seq, 8);
+    ASSERT_EQ(a.size(), size_t(steps) * size_t(vocab));
+    for (float v : b) ASSERT_TRUE(std::isfinite(v));
+    // The same products summed in another order (partial sums per thread): float rounding only.
+    // The same products summed in another order (a partial sum per thread). Rounding differences
+    // then move some int8 activations across a rounding step, which changes the logits by more than
+    // float rounding would (llama-16m int8: ~0.7 % relative L2 per step; int4: ~2 %), so each
+    // decode is held against the float model's: the split one must be as close to it as the other.
+    double to_float_rows = 0, to_float_split = 0, between = 0;
+    int argmax_same = 0;
+    for (int st = 0; st < steps; ++st) {
+      auto row = [&](const std::vector<float>& v) { return std::vector<float>(v.begin() + st * vocab, v.begin() + (st + 1) * vocab); };
+      to_float_rows += test::compare_rows(row(a), row(f), 1, vocab).max_rel_l2 / steps;
+      to_float_split += test::compare_rows(row(b), row(f), 1, vocab).max_rel_l2 / steps;
+      const test::LogitCheck c = test::compare_rows(row(b), row(a), 1, vocab);
+      between += c.max_rel_l2 / steps;
+      argmax_same += c.argmax_mismatches == 0;
+    }
+    EXPECT_LE(to_float_split, 1.05 * to_float_rows + 1e-3) << scheme;
+    EXPECT_LE(between, 0.8 * to_float_rows) << scheme;
+    EXPECT_GE(argmax_same, steps - 2) << scheme;
+    std::printf("[ split    ] llama-16m %s, %d decode steps: mean relative L2 to the float model %.4f (by rows %.4f), "
+                "to the decode by rows %.4f, same argmax %d\n",
+                scheme, steps, to_float_split, to_float_rows, between, argmax_same);
+  }
+}
+
+TEST(DecodeSplit, BadModeIsRefused) {
+  const fs::path in = test::model_dir("stories260K/hf");
+  test::expect_error([&] { load_with(in, "columns"); }, {"LOWBIT_DECODE=columns", "split or rows"});
+}
+
+// A U4 / U8 matrix of random codes in the lanes layout.
+LinearWeights random_lanes(PackedKind kind, int64_t rows, int64_t cols, int64_t group, std::vector<uint8_t>& codes,
+                           std::vector<uint16_t>& params) {
+  PackedMatrix m;
+  m.kind = kind;
+  m.rows = rows;
+  m.cols = cols;
+  m.row_bytes = kind == PackedKind::U4 ? size_t(cols / 2) : size_t(cols);
+  m.group = group;
+  std::mt19937 rng(uint32_t(rows * 31 + cols));
+  codes.resize(size_t(rows) * m.row_bytes);
+  for (auto& c : codes) c = uint8_t(rng());
+  std::uniform_real_distribution<float> u(0.005f, 0.02f);
+  params.resize(2 * size_t(rows * m.groups()));
+  for (auto& p : params) p = f32_to_f16(u(rng));
+  m.data = codes.data();
+  m.scale_f16 = params.data();
+  if (kind == PackedKind::U4) {
+    m.offset_f16 = params.data() + params.size() / 2;
+    for (int c = 0; c < 16; ++c) m.lut[c] = float(c);
+  } else {
+    m.zero = 128;
+  }
+  return LinearWeights::from_packed(m, nullptr);
+}
+
+TEST(DecodeSplit, ColumnPartsComputeTheWholeProduct) {
+  struct Case {
+    PackedKind kind;
+    int64_t rows, cols, group;
+    std::vector<int64_t> bounds;
+  };
+  for (const Case& c : {Case{PackedKind::U4, 40, 512, 128, {256}}, Case{PackedKind::U4, 33, 384, 64, {64, 192}},
+                        Case{PackedKind::U8, 17, 256, 256, {128}}, Case{PackedKind::U4, 16, 320, 128, {256}}}) {
+    std::vector<uint8_t> codes;
+    std::vector<uint16_t> params;
+    const LinearWeights w = random_lanes(c.kind, c.rows, c.cols, c.group, codes, params);
+    if (!w.packed[0].m.lanes) GTEST_SKIP() << "this CPU's kernels do not take the lanes layout";
+    const LinearWeights parts = w.split_columns(c.bounds);
+    ASSERT_EQ(parts.packed.size(), c.bounds.size() + 1);
+    // (one group per row: each part holds the rows' scales)
+    const uint64_t extra = c.group >= c.cols ? uint64_t(c.rows) * 2 * c.bounds.size() : 0;
+    EXPECT_EQ(parts.bytes(), w.bytes() + extra);
+    std::vector<float> r1(size_t(c.cols)), r2(size_t(c.cols));
+    for (int64_t r : {int64_t(0), c.rows / 2, c.rows - 1}) {
+      w.row_f32(r, r1.data());
+      parts.row_f32(r, r2.data());
+      EXPECT_EQ(r1, r2) << "row " << r;
+    }
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd;
+    for (size_t m : {size_t(1), size_t(3), size_t(12)}) {  // decode, a few rows, a prefill tile
+      std::vector<float> x(m * size_t(c.cols)), y1(m * size_t(c.rows), 0.5f), y2 = y1;
+      for (auto& v : x) v = nd(rng);
+      linear_forward(w, x.data(), m, y1.data(), /*accumulate=*/true);
+      linear_forward(parts, x.data(), m, y2.data(), /*accumulate=*/true);
+      for (size_t i = 0; i < y1.size(); ++i)
+        ASSERT_NEAR(y2[i], y1[i], 1e-4 * (1 + std::fabs(y1[i]))) << "m " << m << " element " << i;
+    }
+  }
+}
+
+TEST(DecodeSplit, ColumnBoundsOffTheGroupsAreRefused) {
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> params;
+  const LinearWeights w = random_lanes(PackedKind::U4, 16, 512, 128, codes, params);
+  if (!w.packed[0].m.lanes) GTEST_SKIP() << "this CPU's kernels do not take the lanes layout";
+  test::expect_error([&] { w.split_columns({192}); }, {"lanes_columns", "[0, 192)", "group 128"});
+  test::expect_error([&] { w.split_columns({256, 128}); }, {"split_columns", "ascend"});
+  test::expect_error([&] { w.split_columns({256}).split_columns({128}); }, {"split_columns", "one packed matrix"});
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -17,7 +17,8 @@
 //   RMSNorm(x) -> gate, up rows of its channels -> SiLU(gate)·up -> down_proj over its channels;
 // and exchange again. Two meetings per layer, and only the 2 x hidden partial sums cross between
 // cores; each thread streams its own weight rows / column parts (split_columns), one layer after
-// another. Megatron-LM splits a transformer layer over GPUs the same way (Shoeybi et al. 2019,
+// another. The row-parallel products (o_proj, down_proj) are also balanced at run time: a thread
+// done with its own part takes 64-row items of another's (SplitShare). Megatron-LM splits a transformer layer over GPUs the same way (Shoeybi et al. 2019,
 // "Megatron-LM", section 3: column-parallel q/k/v and gate/up, row-parallel o and down).
 #include <algorithm>
 #include <atomic>
@@ -81,8 +82,15 @@ struct alignas(64) Barrier {
   }
 };
 
-void prefetch_floats(const float* p, size_t n) {
-  for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+void prefetch_lines(const void* p, size_t bytes) {
+  for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(static_cast<const char*>(p) + i, 0, 3);
+}
+
+void prefetch_acts(const QActs& a) {
+  prefetch_lines(a.q.data(), a.q.size());
+  prefetch_lines(a.scale.data(), a.scale.size() * sizeof(float));
+  prefetch_lines(a.zsum.data(), a.zsum.size() * sizeof(float));
+  prefetch_lines(a.sum_x.data(), a.sum_x.size() * sizeof(float));
 }
 
 }  // namespace
@@ -98,8 +106,20 @@ struct alignas(64) SplitThread {
   std::vector<float> bad_x;        // and that output
 };
 
+// One thread's rows of a row-parallel product (o_proj, down_proj: every row of its column part) in
+// work items of 64 rows, as [front, back) packed in one word: the owner takes items from the front,
+// a thread done with its own from the back. The static split by heads and channels left one thread
+// waiting ~10 % of a step at the meetings (the vCPUs do not get equal bandwidth); these two
+// products are a third of a layer's bytes, enough to even it out.
+struct alignas(64) SplitShare {
+  std::atomic<uint64_t> range{0};
+  const PackedSegment* seg = nullptr;  // written before range (release), read after it (acquire)
+  const QActs* acts = nullptr;
+};
+
 struct LlamaModel::DecodeSplit {
   std::vector<SplitThread> threads;
+  std::unique_ptr<SplitShare[]> shares;  // [2][threads], double-buffered like `partial`
   std::vector<float> partial;  // [2][threads][hidden padded to a line]: double-buffered partial sums
   size_t stride = 0;
   Barrier barrier;
@@ -172,6 +192,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
     }
     d->stride = (size_t(hidden) + 15) / 16 * 16;
     d->partial.assign(2 * size_t(T) * d->stride, 0.0f);
+    d->shares = std::make_unique<SplitShare[]>(2 * size_t(T));
     split_scratch_ = std::move(d);
   }
   DecodeSplit& d = *split_scratch_;
@@ -209,13 +230,47 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
       const float* slot = d.partial.data() + size_t(exchanges % 2) * size_t(T) * d.stride;
       d.barrier.wait(T);
       for (int t = 0; t < T; ++t)
-        if (size_t(t) != part) prefetch_floats(slot + size_t(t) * d.stride, size_t(hidden));
+        if (size_t(t) != part) prefetch_lines(slot + size_t(t) * d.stride, size_t(hidden) * sizeof(float));
       for (int i = 0; i < hidden; ++i) {
         float sum = slot[i];
         for (int t = 1; t < T; ++t) sum += slot[size_t(t) * d.stride + size_t(i)];
         xt[i] += sum;
       }
       ++exchanges;
+    };
+    // This thread's column part of a row-parallel product into its partial sum, then items of the
+    // other threads' parts (into theirs) while any are left.
+    auto row_parallel = [&](const PackedSegment& seg, const QActs& a) {
+      const size_t e = size_t(exchanges % 2);
+      SplitShare& mine = d.shares[e * size_t(T) + part];
+      mine.seg = &seg;
+      mine.acts = &a;
+      const uint64_t items = uint64_t(hidden + 63) / 64;
+      mine.range.store(items << 32, std::memory_order_release);
+      auto item = [&](const PackedSegment& sg, const QActs& qa, float* y, uint64_t i) {
+        const int64_t r0 = int64_t(i) * 64;
+        sg.kernels->matmul_q8(sg.m, qa, r0, std::min<int64_t>(hidden, r0 + 64), y + r0, 0, false);
+      };
+      float* y = my_partial();
+      for (uint64_t r = mine.range.load(std::memory_order_relaxed); uint32_t(r) < uint32_t(r >> 32);)
+        if (mine.range.compare_exchange_weak(r, r + 1, std::memory_order_relaxed)) {
+          item(seg, a, y, uint32_t(r));
+          r = mine.range.load(std::memory_order_relaxed);
+        }
+      for (int k = 1; k < T; ++k) {
+        const size_t u = (part + size_t(k)) % size_t(T);
+        SplitShare& other = d.shares[e * size_t(T) + u];
+        float* yu = d.partial.data() + (e * size_t(T) + u) * d.stride;
+        bool first = true;
+        for (uint64_t r = other.range.load(std::memory_order_acquire); uint32_t(r) < uint32_t(r >> 32);) {
+          const uint64_t back = (r >> 32) - 1;
+          if (!other.range.compare_exchange_weak(r, (back << 32) | uint32_t(r), std::memory_order_acquire)) continue;
+          if (first) prefetch_acts(*other.acts);  // written by the other core just before
+          first = false;
+          item(*other.seg, *other.acts, yu, back);
+          r = other.range.load(std::memory_order_acquire);
+        }
+      }
     };
     const int nq = (th.kv1 - th.kv0) * group * hd, nk = (th.kv1 - th.kv0) * hd;
     const int64_t ni = th.i1 - th.i0;
@@ -246,7 +301,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
       }
       const PackedSegment& o = L.wo.packed[part];
       quantize(o, th.att.data(), nq, th.acts_o);
-      rows(o, th.acts_o, 0, hidden, my_partial());
+      row_parallel(o, th.acts_o);
       exchange();
 
       // MLP: gate / up of this thread's channels, then its share of down_proj.
@@ -258,7 +313,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
       silu_mul(th.gu.data(), th.gu.data() + ni, th.act.data(), size_t(ni));
       const PackedSegment& down = L.w_down.packed[part];
       quantize(down, th.act.data(), ni, th.acts_down);
-      rows(down, th.acts_down, 0, hidden, my_partial());
+      row_parallel(down, th.acts_down);
       exchange();
       if (part == 0 && th.bad_layer < 0 && find_non_finite(xt, size_t(hidden)) >= 0) {
         th.bad_layer = l;

@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <memory>
 #include <thread>
 
 #include "llama_internal.h"
@@ -61,27 +62,6 @@ std::vector<int64_t> channel_bounds(int64_t inter, int parts, int64_t align) {
   return b;
 }
 
-// One thread's spin barrier (sense by generation); yields after a while so that more threads than
-// cores still make progress.
-struct alignas(64) Barrier {
-  std::atomic<int> arrived{0};
-  alignas(64) std::atomic<uint32_t> generation{0};
-  void wait(int threads) {
-    const uint32_t g = generation.load(std::memory_order_acquire);
-    if (arrived.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
-      arrived.store(0, std::memory_order_relaxed);
-      generation.store(g + 1, std::memory_order_release);
-      return;
-    }
-    for (int spins = 0; generation.load(std::memory_order_acquire) == g; ++spins) {
-      if (spins < 20000)
-        __builtin_ia32_pause();
-      else
-        std::this_thread::yield();
-    }
-  }
-};
-
 void prefetch_lines(const void* p, size_t bytes) {
   for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(static_cast<const char*>(p) + i, 0, 3);
 }
@@ -108,21 +88,28 @@ struct alignas(64) SplitThread {
 
 // One thread's rows of a row-parallel product (o_proj, down_proj: every row of its column part) in
 // work items of 64 rows, as [front, back) packed in one word: the owner takes items from the front,
-// a thread done with its own from the back. The static split by heads and channels left one thread
-// waiting ~10 % of a step at the meetings (the vCPUs do not get equal bandwidth); these two
-// products are a third of a layer's bytes, enough to even it out.
+// any thread done with its own (or waiting for the others) from the back. The static split by heads
+// and channels alone left one thread waiting ~14 % of a step at the meetings (the vCPUs do not get
+// equal bandwidth); these two products are a third of a layer's bytes, enough to even it out.
 struct alignas(64) SplitShare {
   std::atomic<uint64_t> range{0};
   const PackedSegment* seg = nullptr;  // written before range (release), read after it (acquire)
   const QActs* acts = nullptr;
 };
 
+// Work items a thread has finished, its own and taken, since the model's first split step (its own
+// line; counted on across steps, so that no reset can race with a thread that is still reading).
+struct alignas(64) SplitDone {
+  std::atomic<uint64_t> items{0};
+};
+
 struct LlamaModel::DecodeSplit {
   std::vector<SplitThread> threads;
   std::unique_ptr<SplitShare[]> shares;  // [2][threads], double-buffered like `partial`
+  std::unique_ptr<SplitDone[]> done;     // [threads]
   std::vector<float> partial;  // [2][threads][hidden padded to a line]: double-buffered partial sums
   size_t stride = 0;
-  Barrier barrier;
+  uint64_t done_before = 0;  // all threads' items done by the end of the last step
 };
 
 int LlamaModel::split_parts() const {
@@ -193,6 +180,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
     d->stride = (size_t(hidden) + 15) / 16 * 16;
     d->partial.assign(2 * size_t(T) * d->stride, 0.0f);
     d->shares = std::make_unique<SplitShare[]>(2 * size_t(T));
+    d->done = std::make_unique<SplitDone[]>(size_t(T));
     split_scratch_ = std::move(d);
   }
   DecodeSplit& d = *split_scratch_;
@@ -217,18 +205,71 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
     (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(v, 1, size_t(n), size_t(n), G, false, out);
   };
 
+  d.done_before = 0;  // (the last step's job has ended: every count is final)
+  for (int t = 0; t < T; ++t) d.done_before += d.done[size_t(t)].items.load(std::memory_order_relaxed);
   default_thread_pool().parallel_for(size_t(T), [&](size_t part, size_t, int) {
     SplitThread& th = d.threads[part];
     float* xt = part == 0 ? x : th.x.data();
     if (part != 0) std::copy_n(x, hidden, xt);
     int exchanges = 0;
-    // This thread's partial sum of the next exchange goes here.
-    auto my_partial = [&] { return d.partial.data() + (size_t(exchanges % 2) * size_t(T) + part) * d.stride; };
-    // x += Σ_t partial_t once every thread has written its own (double-buffered: a thread can be one
-    // exchange ahead, never two, so the other buffer is free to write).
+    const uint64_t items = uint64_t(hidden + 63) / 64;  // of each part of a row-parallel product
+    // This thread's items done; all threads' by the end of the current exchange.
+    uint64_t finished = d.done[part].items.load(std::memory_order_relaxed), target = d.done_before;
+    auto item = [&](const PackedSegment& sg, const QActs& qa, float* y, uint64_t i) {
+      const int64_t r0 = int64_t(i) * 64;
+      sg.kernels->matmul_q8(sg.m, qa, r0, std::min<int64_t>(hidden, r0 + 64), y + r0, 0, false);
+      d.done[part].items.store(++finished, std::memory_order_release);  // its rows written before
+    };
+    // One item of another thread's part of the current product, if any is left (false: none).
+    auto take_one = [&] {
+      const size_t e = size_t(exchanges % 2);
+      for (int k = 1; k < T; ++k) {
+        const size_t u = (part + size_t(k)) % size_t(T);
+        SplitShare& other = d.shares[e * size_t(T) + u];
+        // (Before the other thread publishes this product, its share still holds the one two
+        // exchanges back, every item taken.)
+        for (uint64_t r = other.range.load(std::memory_order_acquire); uint32_t(r) < uint32_t(r >> 32);) {
+          const uint64_t back = (r >> 32) - 1;
+          if (!other.range.compare_exchange_weak(r, (back << 32) | uint32_t(r), std::memory_order_acquire)) continue;
+          prefetch_acts(*other.acts);  // written by the other core just before
+          item(*other.seg, *other.acts, d.partial.data() + (e * size_t(T) + u) * d.stride, back);
+          return true;
+        }
+      }
+      return false;
+    };
+    // This thread's column part of a row-parallel product into its partial sum, from the front of
+    // its share (the others may take items from the back).
+    auto row_parallel = [&](const PackedSegment& seg, const QActs& a) {
+      const size_t e = size_t(exchanges % 2);
+      SplitShare& mine = d.shares[e * size_t(T) + part];
+      mine.seg = &seg;
+      mine.acts = &a;
+      mine.range.store(items << 32, std::memory_order_release);
+      float* y = d.partial.data() + (e * size_t(T) + part) * d.stride;
+      for (uint64_t r = mine.range.load(std::memory_order_relaxed); uint32_t(r) < uint32_t(r >> 32);)
+        if (mine.range.compare_exchange_weak(r, r + 1, std::memory_order_relaxed)) {
+          item(seg, a, y, uint32_t(r));
+          r = mine.range.load(std::memory_order_relaxed);
+        }
+    };
+    // x += Σ_t partial_t once every item of every part is done; until then, items of the other
+    // threads' parts (also those of a thread still before its product, once it gets there). Every
+    // item of exchange e is done before any thread passes it, so a thread is at most one exchange
+    // ahead: the other buffer of partial sums and shares is free for it to write.
     auto exchange = [&] {
+      target += uint64_t(T) * items;
+      for (int idle = 0;;) {
+        if (take_one()) continue;
+        uint64_t all = 0;
+        for (int t = 0; t < T; ++t) all += d.done[size_t(t)].items.load(std::memory_order_acquire);
+        if (all >= target) break;
+        if (++idle < 20000)
+          __builtin_ia32_pause();
+        else
+          std::this_thread::yield();  // (more threads than cores)
+      }
       const float* slot = d.partial.data() + size_t(exchanges % 2) * size_t(T) * d.stride;
-      d.barrier.wait(T);
       for (int t = 0; t < T; ++t)
         if (size_t(t) != part) prefetch_lines(slot + size_t(t) * d.stride, size_t(hidden) * sizeof(float));
       for (int i = 0; i < hidden; ++i) {
@@ -237,40 +278,6 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
         xt[i] += sum;
       }
       ++exchanges;
-    };
-    // This thread's column part of a row-parallel product into its partial sum, then items of the
-    // other threads' parts (into theirs) while any are left.
-    auto row_parallel = [&](const PackedSegment& seg, const QActs& a) {
-      const size_t e = size_t(exchanges % 2);
-      SplitShare& mine = d.shares[e * size_t(T) + part];
-      mine.seg = &seg;
-      mine.acts = &a;
-      const uint64_t items = uint64_t(hidden + 63) / 64;
-      mine.range.store(items << 32, std::memory_order_release);
-      auto item = [&](const PackedSegment& sg, const QActs& qa, float* y, uint64_t i) {
-        const int64_t r0 = int64_t(i) * 64;
-        sg.kernels->matmul_q8(sg.m, qa, r0, std::min<int64_t>(hidden, r0 + 64), y + r0, 0, false);
-      };
-      float* y = my_partial();
-      for (uint64_t r = mine.range.load(std::memory_order_relaxed); uint32_t(r) < uint32_t(r >> 32);)
-        if (mine.range.compare_exchange_weak(r, r + 1, std::memory_order_relaxed)) {
-          item(seg, a, y, uint32_t(r));
-          r = mine.range.load(std::memory_order_relaxed);
-        }
-      for (int k = 1; k < T; ++k) {
-        const size_t u = (part + size_t(k)) % size_t(T);
-        SplitShare& other = d.shares[e * size_t(T) + u];
-        float* yu = d.partial.data() + (e * size_t(T) + u) * d.stride;
-        bool first = true;
-        for (uint64_t r = other.range.load(std::memory_order_acquire); uint32_t(r) < uint32_t(r >> 32);) {
-          const uint64_t back = (r >> 32) - 1;
-          if (!other.range.compare_exchange_weak(r, (back << 32) | uint32_t(r), std::memory_order_acquire)) continue;
-          if (first) prefetch_acts(*other.acts);  // written by the other core just before
-          first = false;
-          item(*other.seg, *other.acts, yu, back);
-          r = other.range.load(std::memory_order_acquire);
-        }
-      }
     };
     const int nq = (th.kv1 - th.kv0) * group * hd, nk = (th.kv1 - th.kv0) * hd;
     const int64_t ni = th.i1 - th.i0;

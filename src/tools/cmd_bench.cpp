@@ -148,7 +148,7 @@ int bench_model(const BenchArgs& a) {
              b.min, b.max);
   fmt::print("peak RSS: {:.0f} MB (load {:.2f} s)\n", rss, load_s);
   if (rt.median > 0)
-    fmt::print("core-to-core round trip: {:.0f} ns ({:.0f} .. {:.0f}; the threads hand work and activations to each other ~100 times a decoded token)\n",
+    fmt::print("core-to-core round trip: {:.0f} ns ({:.0f} .. {:.0f}; a decoded token moves work and activations between the threads 2-5 times a layer)\n",
                rt.median, rt.min, rt.max);
   return 0;
 }

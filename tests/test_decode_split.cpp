@@ -5,9 +5,14 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <random>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
 #include "golden_util.h"
+#include "lowbit/io/safetensors.h"
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/linear.h"
@@ -44,6 +49,42 @@ std::vector<float> run_tokens(const CausalLM& model, const std::vector<int32_t>&
   return out;
 }
 
+// Decodes `seq` (8 tokens of prompt, then one at a time) with the checkpoint `dir` split and by rows,
+// and with the float model `ref`.
+void expect_split_matches_rows(const fs::path& dir, const CausalLM& ref, const std::vector<int32_t>& seq,
+                               const std::string& label) {
+  auto rows = load_with(dir, "rows");
+  auto split = load_with(dir, "split");
+  const auto* ls = dynamic_cast<const LlamaModel*>(split.get());
+  ASSERT_NE(ls, nullptr);
+  EXPECT_EQ(dynamic_cast<const LlamaModel*>(rows.get())->decode_split_threads(), 0);
+  EXPECT_EQ(ls->decode_split_threads(), default_thread_pool().size()) << label;
+  const int vocab = split->vocab_size(), steps = int(seq.size()) - 7;
+  const auto f = run_tokens(ref, seq, 8), a = run_tokens(*rows, seq, 8), b = run_tokens(*split, seq, 8);
+  ASSERT_EQ(a.size(), size_t(steps) * size_t(vocab));
+  for (float v : b) ASSERT_TRUE(std::isfinite(v));
+  // The same products summed in another order (a partial sum per thread). Rounding differences
+  // then move some int8 activations across a rounding step, which changes the logits by more than
+  // float rounding would (llama-16m int8: ~0.7 % relative L2 per step; int4: ~2 %), so each
+  // decode is held against the float model's: the split one must be as close to it as the other.
+  double to_float_rows = 0, to_float_split = 0, between = 0;
+  int argmax_same = 0;
+  for (int st = 0; st < steps; ++st) {
+    auto row = [&](const std::vector<float>& v) { return std::vector<float>(v.begin() + st * vocab, v.begin() + (st + 1) * vocab); };
+    to_float_rows += test::compare_rows(row(a), row(f), 1, vocab).max_rel_l2 / steps;
+    to_float_split += test::compare_rows(row(b), row(f), 1, vocab).max_rel_l2 / steps;
+    const test::LogitCheck c = test::compare_rows(row(b), row(a), 1, vocab);
+    between += c.max_rel_l2 / steps;
+    argmax_same += c.argmax_mismatches == 0;
+  }
+  EXPECT_LE(to_float_split, 1.05 * to_float_rows + 1e-3) << label;
+  EXPECT_LE(between, 0.8 * to_float_rows) << label;
+  EXPECT_GE(argmax_same, steps - 2) << label;
+  std::printf("[ split    ] %s, %d decode steps: mean relative L2 to the float model %.4f (by rows %.4f), "
+              "to the decode by rows %.4f, same argmax %d\n",
+              label.c_str(), steps, to_float_split, to_float_rows, between, argmax_same);
+}
+
 TEST(DecodeSplit, MatchesRowSplitDecodeOnQuantizedLlama16m) {
   if (default_thread_pool().size() < 2) GTEST_SKIP() << "one thread: nothing to split";
   const fs::path in = test::model_dir("llama-16m-wiki");
@@ -51,7 +92,6 @@ TEST(DecodeSplit, MatchesRowSplitDecodeOnQuantizedLlama16m) {
   const auto tokens = test::read_binary<int32_t>(in / "golden_tokens_64.i32");
   const std::vector<int32_t> seq(tokens.begin(), tokens.begin() + 40);
   auto fmodel = load_causal_lm(in);
-  const auto f = run_tokens(*fmodel, seq, 8);
   // int8 per channel, and int4 in groups of 64 (llama-16m's 3 query heads per thread are 192
   // columns of o_proj: groups of 128 would not split there, and the model then decodes by rows).
   for (const char* scheme : {"int8", "int4@64", "int4"}) {
@@ -60,42 +100,56 @@ TEST(DecodeSplit, MatchesRowSplitDecodeOnQuantizedLlama16m) {
     opt.progress = false;
     const fs::path dir = root / (std::string(scheme) == "int4@64" ? "int4g64" : scheme);
     quantize_checkpoint(in, dir, opt);
-    auto rows = load_with(dir, "rows");
-    auto split = load_with(dir, "split");
-    const auto* ls = dynamic_cast<const LlamaModel*>(split.get());
-    ASSERT_NE(ls, nullptr);
-    EXPECT_EQ(dynamic_cast<const LlamaModel*>(rows.get())->decode_split_threads(), 0);
     if (std::string(scheme) == "int4") {
-      EXPECT_EQ(ls->decode_split_threads(), 0) << "groups of 128 do not fall on the heads' columns";
+      auto split = load_with(dir, "split");
+      EXPECT_EQ(dynamic_cast<const LlamaModel*>(split.get())->decode_split_threads(), 0)
+          << "groups of 128 do not fall on the heads' columns";
       continue;
     }
-    EXPECT_EQ(ls->decode_split_threads(), default_thread_pool().size()) << scheme;
-    const int vocab = split->vocab_size(), steps = int(seq.size()) - 7;
-    const auto a = run_tokens(*rows, seq, 8), b = run_tokens(*split, seq, 8);
-    ASSERT_EQ(a.size(), size_t(steps) * size_t(vocab));
-    for (float v : b) ASSERT_TRUE(std::isfinite(v));
-    // The same products summed in another order (partial sums per thread): float rounding only.
-    // The same products summed in another order (a partial sum per thread). Rounding differences
-    // then move some int8 activations across a rounding step, which changes the logits by more than
-    // float rounding would (llama-16m int8: ~0.7 % relative L2 per step; int4: ~2 %), so each
-    // decode is held against the float model's: the split one must be as close to it as the other.
-    double to_float_rows = 0, to_float_split = 0, between = 0;
-    int argmax_same = 0;
-    for (int st = 0; st < steps; ++st) {
-      auto row = [&](const std::vector<float>& v) { return std::vector<float>(v.begin() + st * vocab, v.begin() + (st + 1) * vocab); };
-      to_float_rows += test::compare_rows(row(a), row(f), 1, vocab).max_rel_l2 / steps;
-      to_float_split += test::compare_rows(row(b), row(f), 1, vocab).max_rel_l2 / steps;
-      const test::LogitCheck c = test::compare_rows(row(b), row(a), 1, vocab);
-      between += c.max_rel_l2 / steps;
-      argmax_same += c.argmax_mismatches == 0;
-    }
-    EXPECT_LE(to_float_split, 1.05 * to_float_rows + 1e-3) << scheme;
-    EXPECT_LE(between, 0.8 * to_float_rows) << scheme;
-    EXPECT_GE(argmax_same, steps - 2) << scheme;
-    std::printf("[ split    ] llama-16m %s, %d decode steps: mean relative L2 to the float model %.4f (by rows %.4f), "
-                "to the decode by rows %.4f, same argmax %d\n",
-                scheme, steps, to_float_split, to_float_rows, between, argmax_same);
+    expect_split_matches_rows(dir, *fmodel, seq, std::string("llama-16m ") + scheme);
   }
+}
+
+// Q / K / V biases (Qwen2's) and a sliding window (Mistral's) take their own lines of the split
+// decode: llama-16m with random biases added and a window of 12 positions, decoded past it.
+TEST(DecodeSplit, BiasesAndSlidingWindowMatchRowSplit) {
+  if (default_thread_pool().size() < 2) GTEST_SKIP() << "one thread: nothing to split";
+  const fs::path in = test::model_dir("llama-16m-wiki");
+  const fs::path dir = test::temp_dir("split_bias") / "float";
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(in))
+    if (e.path().filename() != "model.safetensors" && e.path().filename() != "config.json" && e.is_regular_file())
+      fs::copy_file(e.path(), dir / e.path().filename());
+  std::ifstream cfg_in(in / "config.json");
+  auto cfg = nlohmann::json::parse(cfg_in);
+  cfg["attention_bias"] = true;
+  cfg["sliding_window"] = 12;
+  test::write_bytes(dir / "config.json", cfg.dump(2));
+  SafetensorsFile file(in / "model.safetensors");
+  SafetensorsWriter w;
+  for (const auto& t : file.tensors()) {
+    const TensorView v = file.view(t);
+    w.add_borrowed(t.name, t.dtype, t.shape, v.data, v.bytes());
+  }
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 0.5f);
+  const int layers = cfg["num_hidden_layers"], heads = cfg["num_attention_heads"], kv = cfg["num_key_value_heads"];
+  const int hd = cfg["head_dim"];
+  for (int l = 0; l < layers; ++l)
+    for (auto [proj, n] : {std::pair{"q", heads * hd}, std::pair{"k", kv * hd}, std::pair{"v", kv * hd}}) {
+      std::vector<float> b(static_cast<size_t>(n));
+      for (auto& v : b) v = nd(rng);
+      w.add(fmt::format("model.layers.{}.self_attn.{}_proj.bias", l, proj), DType::F32, {n}, b.data(), b.size() * 4);
+    }
+  w.write(dir / "model.safetensors");
+  QuantizeOptions opt;
+  opt.scheme = "int8";
+  opt.progress = false;
+  quantize_checkpoint(dir, dir.parent_path() / "int8", opt);
+  auto fmodel = load_causal_lm(dir);
+  const auto tokens = test::read_binary<int32_t>(in / "golden_tokens_64.i32");
+  expect_split_matches_rows(dir.parent_path() / "int8", *fmodel, std::vector<int32_t>(tokens.begin(), tokens.begin() + 40),
+                            "llama-16m int8 with q/k/v biases and a 12-position window");
 }
 
 TEST(DecodeSplit, BadModeIsRefused) {

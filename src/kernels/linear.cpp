@@ -310,26 +310,10 @@ const QActs& caller_acts(const PackedSegment& seg, const float* x, size_t k, uin
     if (c->nibble == nibble && c->group == G) a = c.get();
   if (!a) a = cache.emplace_back(std::make_unique<Acts>(Acts{nibble, G, 0, {}})).get();
   if (a->call != call) {
-    (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(x, 1, k, int64_t(k), G, nibble, a->a);
+    quantize_token_acts(seg, x, k, a->a);
     a->call = call;
   }
   return a->a;
-}
-
-// Asks for every line of [p, p + n) at once (T0). A thread's first item of a decode call reads the
-// activations the calling thread has just written: read in the kernel's order, one line at a time as
-// each group needs it, every line is a miss in the other core's cache, one after another (on this VM
-// ~300-600 ns each when the two vCPUs sit on different dies). Asked for together, they overlap.
-void prefetch_lines(const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  for (size_t o = 0; o < n; o += 64) __builtin_prefetch(c + o, 0, 3);
-}
-
-void prefetch_acts(const QActs& a) {
-  prefetch_lines(a.q.data(), a.q.size());
-  prefetch_lines(a.scale.data(), a.scale.size() * sizeof(float));
-  prefetch_lines(a.zsum.data(), a.zsum.size() * sizeof(float));
-  prefetch_lines(a.sum_x.data(), a.sum_x.size() * sizeof(float));
 }
 
 // y (= or +=) x · Wᵀ over the row segments `segs` (rows in all, k columns; x rows ldx apart).
@@ -429,6 +413,24 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
 }
 
 }  // namespace
+
+void quantize_token_acts(const PackedSegment& seg, const float* x, size_t k, QActs& out) {
+  const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;  // row-major U4 reads nibble order
+  const int64_t G = std::min(seg.m.group, seg.m.cols);
+  (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(x, 1, k, int64_t(k), G, nibble, out);
+}
+
+void prefetch_lines(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 3);
+}
+
+void prefetch_acts(const QActs& a) {
+  prefetch_lines(a.q.data(), a.q.size());
+  prefetch_lines(a.scale.data(), a.scale.size() * sizeof(float));
+  prefetch_lines(a.zsum.data(), a.zsum.size() * sizeof(float));
+  prefetch_lines(a.sum_x.data(), a.sum_x.size() * sizeof(float));
+}
 
 void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
   if (w.is_packed()) return packed_forward(w, x, m, y, accumulate);

@@ -303,8 +303,9 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
     if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= vocab)
       fail("token id {} at position {} is outside the vocabulary (0..{})", tokens[size_t(i)], pos0 + i, vocab - 1);
   embed(tokens, x.data());
-  Work w(cfg_, inv_freq_, n, pos0);
-  if (n == 1 && split_ > 1) {
+  const bool split = n == 1 && split_ > 1;
+  Work w(cfg_, inv_freq_, n, pos0, /*buffers=*/!split);
+  if (split) {
     decode_split(x.data(), pos0, s, w);
   } else {
     for (int l = 0; l < cfg_.num_layers; ++l) {

@@ -62,17 +62,6 @@ std::vector<int64_t> channel_bounds(int64_t inter, int parts, int64_t align) {
   return b;
 }
 
-void prefetch_lines(const void* p, size_t bytes) {
-  for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(static_cast<const char*>(p) + i, 0, 3);
-}
-
-void prefetch_acts(const QActs& a) {
-  prefetch_lines(a.q.data(), a.q.size());
-  prefetch_lines(a.scale.data(), a.scale.size() * sizeof(float));
-  prefetch_lines(a.zsum.data(), a.zsum.size() * sizeof(float));
-  prefetch_lines(a.sum_x.data(), a.sum_x.size() * sizeof(float));
-}
-
 }  // namespace
 
 // One thread's buffers; apart from the others' (its own lines).
@@ -200,11 +189,6 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
   auto rows = [](const PackedSegment& seg, const QActs& a, int64_t r0, int64_t r1, float* y) {
     for (int64_t r = r0; r < r1; r += 64) seg.kernels->matmul_q8(seg.m, a, r, std::min(r1, r + 64), y + (r - r0), 0, false);
   };
-  auto quantize = [](const PackedSegment& seg, const float* v, int64_t n, QActs& out) {
-    const int64_t G = std::min(seg.m.group, seg.m.cols);
-    (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(v, 1, size_t(n), size_t(n), G, false, out);
-  };
-
   d.done_before = 0;  // (the last step's job has ended: every count is final)
   for (int t = 0; t < T; ++t) d.done_before += d.done[size_t(t)].items.load(std::memory_order_relaxed);
   default_thread_pool().parallel_for(size_t(T), [&](size_t part, size_t, int) {
@@ -286,7 +270,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
       // Attention: q, k, v of this thread's heads.
       rms_norm(xt, L.attn_norm.data(), th.xn.data(), hidden, cfg_.rms_eps);
       const auto& qkv = L.wqkv.packed;
-      quantize(qkv[0], th.xn.data(), hidden, th.acts_in);
+      quantize_token_acts(qkv[0], th.xn.data(), size_t(hidden), th.acts_in);
       rows(qkv[0], th.acts_in, int64_t(th.kv0) * group * hd, int64_t(th.kv1) * group * hd, th.q.data());
       rows(qkv[1], th.acts_in, int64_t(th.kv0) * hd, int64_t(th.kv1) * hd, th.k.data());
       rows(qkv[2], th.acts_in, int64_t(th.kv0) * hd, int64_t(th.kv1) * hd, th.v.data());
@@ -307,19 +291,19 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
                pos - lo + 1, scale, th.scores.data(), th.att.data() + size_t(j * group * hd));
       }
       const PackedSegment& o = L.wo.packed[part];
-      quantize(o, th.att.data(), nq, th.acts_o);
+      quantize_token_acts(o, th.att.data(), size_t(nq), th.acts_o);
       row_parallel(o, th.acts_o);
       exchange();
 
       // MLP: gate / up of this thread's channels, then its share of down_proj.
       rms_norm(xt, L.ffn_norm.data(), th.xn.data(), hidden, cfg_.rms_eps);
       const auto& gu = L.w_gate_up.packed;
-      quantize(gu[0], th.xn.data(), hidden, th.acts_in);
+      quantize_token_acts(gu[0], th.xn.data(), size_t(hidden), th.acts_in);
       rows(gu[0], th.acts_in, th.i0, th.i1, th.gu.data());
       rows(gu[1], th.acts_in, th.i0, th.i1, th.gu.data() + ni);
       silu_mul(th.gu.data(), th.gu.data() + ni, th.act.data(), size_t(ni));
       const PackedSegment& down = L.w_down.packed[part];
-      quantize(down, th.act.data(), ni, th.acts_down);
+      quantize_token_acts(down, th.act.data(), size_t(ni), th.acts_down);
       row_parallel(down, th.acts_down);
       exchange();
       if (part == 0 && th.bad_layer < 0 && find_non_finite(xt, size_t(hidden)) >= 0) {

@@ -70,6 +70,16 @@ struct LinearWeights {
   void row_f32(int64_t r, float* out) const;
 };
 
+// One token x[k] quantized for seg's integer path (kernels->matmul_q8): its group, its variant's
+// quantize_acts (the reference where it has none).
+void quantize_token_acts(const PackedSegment& seg, const float* x, size_t k, QActs& out);
+// Asks for every 64-byte line of [p, p + bytes) at once (T0), and for all of a's lines: data another
+// core has just written, read in a kernel's order one line at a time as it needs them, is a miss in
+// that core's cache after another (on this VM ~300-600 ns each with the two vCPUs on different dies);
+// asked for together, the misses overlap.
+void prefetch_lines(const void* p, size_t bytes);
+void prefetch_acts(const QActs& a);
+
 // Whether from_packed re-lays eligible U8 / U4 matrices for the integer path into the lanes layout
 // (PackedMatrix::lanes; LOWBIT_LAYOUT=rows keeps them row-major, for comparisons).
 bool packed_lanes_enabled();

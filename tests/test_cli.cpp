@@ -75,6 +75,9 @@ TEST(Cli, RunGreedyJson) {
   // Streaming text mode prints the same text.
   r = run_lowbit("run llama-16m-wiki -p 'Once upon a time' -n 48");
   EXPECT_EQ(r.out, info["greedy_48_from_once_upon_a_time"].get<std::string>() + "\n");
+  // The same greedy text with exact (float32) keys and values as with the default f16 cache.
+  r = run_lowbit("run llama-16m-wiki -p 'Once upon a time' -n 48 --kv-cache f32");
+  EXPECT_EQ(r.out, info["greedy_48_from_once_upon_a_time"].get<std::string>() + "\n");
 }
 
 TEST(Cli, EvalJsonAndErrors) {
@@ -269,7 +272,22 @@ TEST(Cli, SynthBenchAndExport) {
   }
   r = run_lowbit("bench " + model + " --prompt 300 --gen 8", &err);  // the toy has 256 positions
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(err.find("--prompt 300 / --gen 8 exceeds the model's 256 positions"), std::string::npos) << err;
+  EXPECT_NE(err.find("--prompt 300 / --depth 0 + --gen 8 exceeds the model's 256 positions"), std::string::npos) << err;
+  r = run_lowbit("bench " + model + " --prompt 8 --depth 250 --gen 8", &err);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(err.find("--depth 250 + --gen 8 exceeds the model's 256 positions"), std::string::npos) << err;
+  r = run_lowbit("bench " + model + " --prompt 8 --gen 4 --kv-cache f8", &err);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(err.find("--kv-cache"), std::string::npos) << err;
+  // Decode after 100 tokens of context, with either cache.
+  for (const char* kv : {"f16", "f32"}) {
+    r = run_lowbit(std::string("bench ") + model + " --prompt 8 --depth 100 --gen 4 --repeats 1 --bandwidth 10 --json --kv-cache " + kv, &err);
+    ASSERT_EQ(r.status, 0) << err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["depth"].get<int>(), 100);
+    EXPECT_EQ(j["kv_cache"].get<std::string>(), kv);
+    EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
+  }
 
   r = run_lowbit("export " + model + " --to gguf -o " + (dir / "tiny.gguf").string() + " --json", &err);
   ASSERT_EQ(r.status, 0) << err;

@@ -86,7 +86,7 @@ TEST(Perplexity, MatchesDirectComputationOnGoldenTokens) {
   for (int w = 0; w < 4; ++w) {
     std::vector<int32_t> win = {1};
     win.insert(win.end(), text.begin() + w * 15, text.begin() + (w + 1) * 15);
-    auto s = model->new_session(16);
+    auto s = model->new_session(16, KVCacheType::f32);  // as perplexity() does
     model->forward(*s, win, logits.data(), true);
     for (int i = 0; i < 15; ++i) nll -= log_softmax_at(&logits[size_t(i) * 8192], 8192, win[size_t(i + 1)]);
   }

@@ -24,7 +24,7 @@ TEST(Gpt2, MatchesTransformersCpuFp32Gpt2_7m) {
   auto tokens = test::read_binary<int32_t>(dir / "golden_tokens_64.i32");
   auto want = test::read_binary<float>(std::filesystem::path(LOWBIT_SOURCE_DIR) /
                                        "tests/data/gpt2_7m_hf_cpu_fp32_logits_rows0to60step4_16x8192.f32");
-  auto session = model->new_session(64);
+  auto session = model->new_session(64, KVCacheType::f32);
   std::vector<float> all(64 * 8192, NAN), got;
   model->forward(*session, tokens, all.data(), true);
   for (int r = 0; r < 64; r += 4) got.insert(got.end(), &all[size_t(r) * 8192], &all[size_t(r + 1) * 8192]);

@@ -35,7 +35,7 @@ TEST(Llama, MatchesTransformersCpuFp32Llama16m) {
                                        "tests/data/llama16m_hf_cpu_fp32_logits_rows0to60step4_16x8192.f32");
   const int vocab = model->vocab_size();
   ASSERT_EQ(want.size(), 16u * size_t(vocab));
-  auto session = model->new_session(64);
+  auto session = model->new_session(64, KVCacheType::f32);
   std::vector<float> all(64 * size_t(vocab), NAN), got;
   model->forward(*session, tokens, all.data(), true);
   for (int r = 0; r < 64; r += 4) got.insert(got.end(), &all[size_t(r) * size_t(vocab)], &all[size_t(r + 1) * size_t(vocab)]);
@@ -129,6 +129,25 @@ TEST(Llama, NonFiniteWeightsAndActivationsAreNamed) {
   std::vector<float> logits(size_t(model->vocab_size()));
   test::expect_error([&] { model->forward(*session, tokens, logits.data(), false); },
                      {"model.layers.1 output: non-finite activation", "token position"});
+}
+
+TEST(Llama, KeysBeyondTheF16CacheAreNamed) {
+  // Layer 1's keys ~1e6 times their size: finite in float32, beyond f16's 65504.
+  auto dir = edited_stories("bigk", "model.layers.1.self_attn.k_proj.weight", [](std::vector<float>& v) {
+    for (auto& x : v) x *= 1e6f;
+  });
+  auto model = load_causal_lm(dir);
+  std::vector<int32_t> tokens{1, 403, 407, 261};
+  std::vector<float> logits(size_t(model->vocab_size()));
+  auto session = model->new_session(16);  // f16
+  for (size_t n : {tokens.size(), size_t(1)}) {  // prefill, then a decode step
+    session->reset();
+    test::expect_error([&] { model->forward(*session, std::span(tokens.data(), n), logits.data(), false); },
+                       {"model.layers.1: a key or value at position 0", "f16 KV cache's range", "--kv-cache f32"});
+  }
+  auto exact = model->new_session(16, KVCacheType::f32);
+  model->forward(*exact, tokens, logits.data(), false);
+  for (float x : logits) ASSERT_TRUE(std::isfinite(x));
 }
 
 }  // namespace

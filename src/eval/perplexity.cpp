@@ -60,8 +60,9 @@ std::vector<PerplexityResult> perplexity_compare(std::span<const CausalLM* const
 
   std::vector<Accumulator> acc(models.size());
   std::vector<std::unique_ptr<Session>> sessions;
-  for (const CausalLM* m : models) sessions.push_back(m->new_session(ctx));
-  auto ref_session = reference ? reference->new_session(ctx) : nullptr;
+  // float32 caches: the figures measure the weights' quantization alone, against float references.
+  for (const CausalLM* m : models) sessions.push_back(m->new_session(ctx, KVCacheType::f32));
+  auto ref_session = reference ? reference->new_session(ctx, KVCacheType::f32) : nullptr;
   std::vector<int32_t> window(static_cast<size_t>(ctx));
   std::vector<float> logits(size_t(ctx) * size_t(vocab)), ref_logits(reference ? logits.size() : 0);
   std::vector<double> lp, ref_lp;

@@ -1,5 +1,5 @@
-// attention.h: the scalar reference of one decode step's grouped-query attention, and the choice
-// of the version that runs.
+// attention.h: the scalar reference of one decode step's grouped-query attention over a KV head's
+// cache, and the choice of the version that runs.
 #include "lowbit/kernels/attention.h"
 
 #include <algorithm>
@@ -7,33 +7,37 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "lowbit/core/dtype.h"
+
 namespace lowbit {
 
 namespace {
 
-// q·k with 8 independent partial sums: a single running sum is a chain of dependent adds that the
-// compiler may not reorder (no -ffast-math), 4 cycles per element; this vectorizes.
-inline float dot(const float* a, const float* b, int n) {
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int d = 0;
-  for (; d + 8 <= n; d += 8)
-    for (int u = 0; u < 8; ++u) s[u] += a[d + u] * b[d + u];
-  float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-  for (; d < n; ++d) t += a[d] * b[d];
-  return t;
-}
+inline float to_f32(float x) { return x; }
+inline float to_f32(uint16_t x) { return f16_to_f32(x); }
 
 }  // namespace
 
-void attend_ref(const float* q, int g, int hd, const float* k, const float* v, size_t ld, int len, float scale,
-                float* scores, float* out) {
+template <class T>
+void attend_ref(const float* q, int g, int hd, const T* k, const T* v, int lo, int len, float scale, float* scores,
+                float* out) {
   for (int h = 0; h < g; ++h) {
     const float* qh = q + size_t(h) * size_t(hd);
     float* s = scores + size_t(h) * size_t(len);
+    // A block's 16 scores as 16 running sums over the dimensions (contiguous in the block: this
+    // vectorizes), then the visible ones kept.
     float max_score = -INFINITY;
-    for (int j = 0; j < len; ++j) {
-      s[j] = dot(qh, k + size_t(j) * ld, hd) * scale;
-      max_score = std::max(max_score, s[j]);
+    for (int b = lo / kKVBlock; b * kKVBlock < lo + len; ++b) {
+      float acc[kKVBlock] = {};
+      const T* blk = k + size_t(b) * size_t(kKVBlock) * size_t(hd);
+      for (int d = 0; d < hd; ++d)
+        for (int t = 0; t < kKVBlock; ++t) acc[t] += qh[d] * to_f32(blk[size_t(d) * kKVBlock + size_t(t)]);
+      for (int t = 0; t < kKVBlock; ++t) {
+        const int j = b * kKVBlock + t - lo;
+        if (j < 0 || j >= len) continue;
+        s[j] = acc[t] * scale;
+        max_score = std::max(max_score, s[j]);
+      }
     }
     float sum = 0;
     for (int j = 0; j < len; ++j) {
@@ -44,21 +48,28 @@ void attend_ref(const float* q, int g, int hd, const float* k, const float* v, s
     std::fill(o, o + hd, 0.0f);
     const float inv_sum = 1.0f / sum;
     for (int j = 0; j < len; ++j) {
-      const float* vj = v + size_t(j) * ld;
+      const T* vj = v + size_t(lo + j) * size_t(hd);
       const float p = s[j] * inv_sum;
-      for (int d = 0; d < hd; ++d) o[d] += p * vj[d];
+      for (int d = 0; d < hd; ++d) o[d] += p * to_f32(vj[d]);
     }
   }
 }
 
-AttendFn attend_best(int hd) {
+template <class T>
+AttendFn<T> attend_best(int hd) {
   static const bool avx512 = [] {
     if (const char* e = std::getenv("LOWBIT_ATTEND"); e && std::strcmp(e, "ref") == 0) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512dq");
   }();
-  return avx512 && hd % 16 == 0 && hd > 0 ? &attend_avx512 : &attend_ref;
+  return avx512 && hd % 16 == 0 && hd > 0 ? &attend_avx512<T> : &attend_ref<T>;
 }
+
+template void attend_ref<float>(const float*, int, int, const float*, const float*, int, int, float, float*, float*);
+template void attend_ref<uint16_t>(const float*, int, int, const uint16_t*, const uint16_t*, int, int, float, float*,
+                                   float*);
+template AttendFn<float> attend_best<float>(int);
+template AttendFn<uint16_t> attend_best<uint16_t>(int);
 
 }  // namespace lowbit

@@ -1,8 +1,11 @@
 #include "lowbit/models/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <type_traits>
 
+#include "lowbit/core/dtype.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/attention.h"
@@ -10,17 +13,95 @@
 
 namespace lowbit {
 
-KVSession::KVSession(int layers, int capacity, int kv_heads, int head_dim) : kv_heads_(kv_heads), head_dim_(head_dim) {
+KVSession::KVSession(int layers, int capacity, int kv_heads, int head_dim, KVCacheType type)
+    : kv_heads_(kv_heads), head_dim_(head_dim), blocks_((capacity + kKVBlock - 1) / kKVBlock), type_(type) {
   capacity_ = capacity;
-  k_.resize(size_t(layers) * size_t(capacity) * size_t(kv_heads) * size_t(head_dim));
-  v_.resize(k_.size());
+  const size_t n = size_t(layers) * size_t(kv_heads) * size_t(blocks_ * kKVBlock) * size_t(head_dim);
+  if (type == KVCacheType::f16) {
+    k16_.resize(n);
+    v16_.resize(n);
+  } else {
+    k32_.resize(n);
+    v32_.resize(n);
+  }
+  attend32_ = attend_best<float>(head_dim);
+  attend16_ = attend_best<uint16_t>(head_dim);
 }
 
-void KVSession::store(int layer, int pos, const float* k, const float* v) {
-  for (int h = 0; h < kv_heads_; ++h) {
-    std::copy_n(k + size_t(h) * size_t(head_dim_), head_dim_, k_at(layer, h, pos));
-    std::copy_n(v + size_t(h) * size_t(head_dim_), head_dim_, v_at(layer, h, pos));
+namespace {
+
+// Returns false when a finite key or value became ±Inf in f16.
+template <class T>
+bool store_head(T* k, T* v, int pos, int hd, const float* key, const float* value) {
+  bool in_range = true;
+  for (int d = 0; d < hd; ++d) {
+    if constexpr (std::is_same_v<T, float>) {
+      k[kv_key_index(pos, d, hd)] = key[d];
+      v[size_t(pos) * size_t(hd) + size_t(d)] = value[d];
+    } else {
+      const uint16_t hk = f32_to_f16(key[d]), hv = f32_to_f16(value[d]);
+      k[kv_key_index(pos, d, hd)] = hk;
+      v[size_t(pos) * size_t(hd) + size_t(d)] = hv;
+      in_range &= ((hk & 0x7fffu) != 0x7c00u || !std::isfinite(key[d])) && ((hv & 0x7fffu) != 0x7c00u || !std::isfinite(value[d]));
+    }
   }
+  return in_range;
+}
+
+template <class T>
+void unpack_head(const T* k, const T* v, int len, int hd, float* key, float* value) {
+  for (int p = 0; p < len; ++p)
+    for (int d = 0; d < hd; ++d) {
+      const size_t i = size_t(p) * size_t(hd) + size_t(d);
+      if constexpr (std::is_same_v<T, float>) {
+        key[i] = k[kv_key_index(p, d, hd)];
+        value[i] = v[i];
+      } else {
+        key[i] = f16_to_f32(k[kv_key_index(p, d, hd)]);
+        value[i] = f16_to_f32(v[i]);
+      }
+    }
+}
+
+}  // namespace
+
+void KVSession::store_heads(int layer, int h0, int h1, int pos, const float* k, const float* v) {
+  for (int h = h0; h < h1; ++h) {
+    const size_t o = head_offset(layer, h), in = size_t(h - h0) * size_t(head_dim_);
+    if (type_ == KVCacheType::f32) {
+      store_head(k32_.data() + o, v32_.data() + o, pos, head_dim_, k + in, v + in);
+    } else if (!store_head(k16_.data() + o, v16_.data() + o, pos, head_dim_, k + in, v + in)) {
+      // Stores run inside pool jobs, which must not throw: the first overflow is kept for
+      // check_range() (positions are stored concurrently; any of them is a fine report).
+      int64_t none = 0;
+      std::atomic_ref<int64_t>(overflow_).compare_exchange_strong(none, (int64_t(layer + 1) << 32) | int64_t(pos),
+                                                                  std::memory_order_relaxed);
+    }
+  }
+}
+
+void KVSession::check_range(std::string_view layer_prefix) const {
+  const int64_t o = std::atomic_ref<const int64_t>(overflow_).load(std::memory_order_relaxed);
+  if (o == 0) return;
+  fail("{}{}: a key or value at position {} is beyond the f16 KV cache's range (+-65504); run with --kv-cache f32",
+       layer_prefix, int(o >> 32) - 1, int(o & 0xffffffff));
+}
+
+void KVSession::attend(int layer, int head, const float* q, int g, int lo, int len, float scale, float* scores,
+                       float* out) const {
+  const size_t o = head_offset(layer, head);
+  if (type_ == KVCacheType::f16)
+    attend16_(q, g, head_dim_, k16_.data() + o, v16_.data() + o, lo, len, scale, scores, out);
+  else
+    attend32_(q, g, head_dim_, k32_.data() + o, v32_.data() + o, lo, len, scale, scores, out);
+}
+
+void KVSession::unpack(int layer, int head, int len, float* k, float* v) const {
+  const size_t o = head_offset(layer, head);
+  if (type_ == KVCacheType::f16)
+    unpack_head(k16_.data() + o, v16_.data() + o, len, head_dim_, k, v);
+  else
+    unpack_head(k32_.data() + o, v32_.data() + o, len, head_dim_, k, v);
 }
 
 int KVSession::start(int n) const {
@@ -44,17 +125,15 @@ void attention_rows(const float* q_all, size_t q_stride, KVSession& s, int layer
   ThreadPool& pool = default_thread_pool();
   int run = group;
   while (run % 2 == 0 && size_t(n) * size_t(a.heads / run) < 2 * size_t(pool.size())) run /= 2;
-  const size_t runs = size_t(a.heads / run);
-  const AttendFn attend = attend_best(hd);
-  std::vector<float> scratch(size_t(pool.size()) * size_t(run) * size_t(pos0 + n));
+  const size_t runs = size_t(a.heads / run), per_thread = attend_scratch(run, pos0 + n);
+  std::vector<float> scratch(size_t(pool.size()) * per_thread);
   pool.parallel_for(size_t(n) * runs, [&](size_t begin, size_t end, int t) {
-    float* scores = scratch.data() + size_t(t) * size_t(run) * size_t(pos0 + n);
+    float* scores = scratch.data() + size_t(t) * per_thread;
     for (size_t task = begin; task < end; ++task) {
       const int i = int(task / runs), h0 = int(task % runs) * run;
-      const int pos = pos0 + i, kvh = h0 / group, lo = first_visible(pos, a.sliding_window);
-      attend(q_all + size_t(i) * q_stride + size_t(h0) * size_t(hd), run, hd, s.k_at(layer, kvh, lo),
-             s.v_at(layer, kvh, lo), size_t(hd), pos - lo + 1, scale, scores,
-             out + size_t(i) * out_stride + size_t(h0) * size_t(hd));
+      const int pos = pos0 + i, lo = first_visible(pos, a.sliding_window);
+      s.attend(layer, h0 / group, q_all + size_t(i) * q_stride + size_t(h0) * size_t(hd), run, lo, pos - lo + 1, scale,
+               scores, out + size_t(i) * out_stride + size_t(h0) * size_t(hd));
     }
   });
 }
@@ -78,9 +157,17 @@ void causal_attention(const float* q, size_t q_stride, KVSession& s, int layer, 
   thread_local std::vector<float> scores_buffer;
   std::vector<float>& scores = scores_buffer;
   scores.resize(size_t(n) * size_t(len));
+  // Each KV head's keys and values as float32 rows (its cache stores keys in blocks, maybe as f16),
+  // then its query heads' GEMMs.
+  thread_local std::vector<float> kv_buffer;
+  std::vector<float>& kv = kv_buffer;
+  kv.resize(2 * size_t(len) * size_t(hd));
+  float* const keys = kv.data();
+  float* const values = kv.data() + size_t(len) * size_t(hd);
   for (int h = 0; h < a.heads; ++h) {
     const int kvh = h / group;
-    gemm_f32_strided(q + size_t(h) * size_t(hd), q_stride, s.k_at(layer, kvh, 0), size_t(hd),
+    if (h % group == 0) s.unpack(layer, kvh, len, keys, values);
+    gemm_f32_strided(q + size_t(h) * size_t(hd), q_stride, keys, size_t(hd),
                      /*b_transposed=*/true, scores.data(), size_t(len), size_t(n), size_t(len), size_t(hd));
     pool.parallel_for(size_t(n), [&](size_t b, size_t e, int) {
       for (size_t i = b; i < e; ++i) {
@@ -99,7 +186,7 @@ void causal_attention(const float* q, size_t q_stride, KVSession& s, int layer, 
         std::fill(row + pos + 1, row + len, 0.0f);
       }
     });
-    gemm_f32_strided(scores.data(), size_t(len), s.v_at(layer, kvh, 0), size_t(hd),
+    gemm_f32_strided(scores.data(), size_t(len), values, size_t(hd),
                      /*b_transposed=*/false, out + size_t(h) * size_t(hd), out_stride, size_t(n), size_t(hd),
                      size_t(len));
   }

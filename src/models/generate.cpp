@@ -49,13 +49,14 @@ int32_t Sampler::sample(const float* logits, int vocab) {
 
 std::vector<int32_t> generate(const CausalLM& model, const std::vector<int32_t>& prompt, int max_new,
                               const SamplingOptions& sampling, const std::vector<int32_t>& stop_ids,
-                              const std::function<void(int32_t)>& on_token, GenerationStats* stats) {
+                              const std::function<void(int32_t)>& on_token, GenerationStats* stats,
+                              KVCacheType kv) {
   using clock = std::chrono::steady_clock;
   if (prompt.empty()) fail("generate: the prompt has no tokens");
   const int total = std::min(int(prompt.size()) + max_new, model.config().max_positions);
   if (int(prompt.size()) >= total && max_new > 0)
     fail("generate: the prompt's {} tokens fill the model's {} positions", prompt.size(), model.config().max_positions);
-  auto session = model.new_session(total);
+  auto session = model.new_session(total, kv);
   Sampler sampler(sampling);
   std::vector<float> logits(size_t(model.vocab_size()));
   auto t0 = clock::now();

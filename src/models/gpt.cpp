@@ -140,11 +140,11 @@ uint64_t GptModel::weight_bytes() const {
   return n;
 }
 
-std::unique_ptr<Session> GptModel::new_session(int max_tokens) const {
+std::unique_ptr<Session> GptModel::new_session(int max_tokens, KVCacheType kv) const {
   if (max_tokens <= 0 || max_tokens > cfg_.max_positions)
     fail("a session of {} tokens is outside this model's 1..{} positions (max_position_embeddings / n_positions)",
          max_tokens, cfg_.max_positions);
-  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_heads, cfg_.head_dim);
+  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_heads, cfg_.head_dim, kv);
 }
 
 // LayerNorm over rows of `hidden`: (x - mean) / sqrt(var + eps) * weight + bias.
@@ -264,7 +264,7 @@ void GptModel::run_layer(int l, float* x, int n, const LinearObserver* observer)
   if (l < 0 || l >= cfg_.num_layers) fail("layer {} is outside 0..{}", l, cfg_.num_layers - 1);
   if (!run_scratch_ || run_scratch_->n != n) {
     run_scratch_.reset();  // the old buffers go before the new ones are made
-    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.num_heads, cfg_.head_dim), Work(cfg_, n)});
+    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.num_heads, cfg_.head_dim, KVCacheType::f32), Work(cfg_, n)});
   }
   // The layer writes every key and value it reads (positions 0..n-1), so nothing needs clearing.
   layer_forward(l, /*cache_layer=*/0, x, n, 0, run_scratch_->kv, run_scratch_->work, observer);
@@ -382,6 +382,7 @@ void GptModel::forward(Session& session, std::span<const int32_t> tokens, float*
   Work w(cfg_, n);
   for (int l = 0; l < cfg_.num_layers; ++l) {
     layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);
+    s.check_range(layer_prefix_);
     check_finite_activations(x.data(), n, h, pos0, layer_prefix_, l);
   }
   s.advance(n);

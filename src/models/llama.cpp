@@ -131,11 +131,11 @@ uint64_t LlamaModel::decode_weight_bytes() const {
   return weight_bytes() - (lm_head_.rows > 0 ? embed_.bytes() : 0);
 }
 
-std::unique_ptr<Session> LlamaModel::new_session(int max_tokens) const {
+std::unique_ptr<Session> LlamaModel::new_session(int max_tokens, KVCacheType kv) const {
   if (max_tokens <= 0 || max_tokens > cfg_.max_positions)
     fail("a session of {} tokens is outside this model's 1..{} positions (max_position_embeddings)", max_tokens,
          cfg_.max_positions);
-  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads, cfg_.head_dim);
+  return std::make_unique<KVSession>(cfg_.num_layers, max_tokens, cfg_.num_kv_heads, cfg_.head_dim, kv);
 }
 
 struct LlamaModel::RunScratch {
@@ -208,7 +208,7 @@ void LlamaModel::run_layer(int layer, float* x, int n, const LinearObserver* obs
   if (layer < 0 || layer >= cfg_.num_layers) fail("layer {} is outside 0..{}", layer, cfg_.num_layers - 1);
   if (!run_scratch_ || run_scratch_->n != n) {
     run_scratch_.reset();  // the old buffers go before the new ones are made
-    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.num_kv_heads, cfg_.head_dim), Work(cfg_, inv_freq_, n, 0)});
+    run_scratch_ = std::make_shared<RunScratch>(RunScratch{n, KVSession(1, n, cfg_.num_kv_heads, cfg_.head_dim, KVCacheType::f32), Work(cfg_, inv_freq_, n, 0)});
   }
   // The layer writes every key and value it reads (positions 0..n-1), so nothing needs clearing.
   layer_forward(layer, /*cache_layer=*/0, x, n, 0, run_scratch_->kv, run_scratch_->work, observer);
@@ -310,6 +310,7 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
   } else {
     for (int l = 0; l < cfg_.num_layers; ++l) {
       layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);
+      s.check_range("model.layers.");
       check_finite_activations(x.data(), n, hidden, pos0, "model.layers.", l);
     }
   }

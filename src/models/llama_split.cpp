@@ -174,14 +174,13 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
   }
   DecodeSplit& d = *split_scratch_;
   for (auto& th : d.threads) {
-    th.scores.resize(size_t(group) * size_t(pos + 1));
+    th.scores.resize(attend_scratch(group, pos + 1));
     th.bad_layer = -1;
   }
   const float* cos_row = w.cos_t.data();
   const float* sin_row = w.sin_t.data();
   const int lo = cfg_.sliding_window > 0 ? std::max(0, pos - cfg_.sliding_window + 1) : 0;
   const float scale = 1.0f / std::sqrt(float(hd));
-  const AttendFn attend = attend_best(hd);
   const SiluMulFn silu_mul = silu_mul_best();
 
   // y = rows [r0, r1) of a segment times the quantized input, in the row-split path's 64-row work
@@ -282,13 +281,11 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
         for (int i = 0; i < nk; ++i) th.k[size_t(i)] += bk[i], th.v[size_t(i)] += bv[i];
       }
       for (int h = 0; h < nq / hd; ++h) apply_rope(th.q.data() + size_t(h * hd), cos_row, sin_row, half);
+      for (int j = 0; j < th.kv1 - th.kv0; ++j) apply_rope(th.k.data() + size_t(j * hd), cos_row, sin_row, half);
+      s.store_heads(l, th.kv0, th.kv1, pos, th.k.data(), th.v.data());
       for (int j = 0; j < th.kv1 - th.kv0; ++j) {
-        apply_rope(th.k.data() + size_t(j * hd), cos_row, sin_row, half);
-        const int kvh = th.kv0 + j;
-        std::copy_n(th.k.data() + size_t(j * hd), hd, s.k_at(l, kvh, pos));
-        std::copy_n(th.v.data() + size_t(j * hd), hd, s.v_at(l, kvh, pos));
-        attend(th.q.data() + size_t(j * group * hd), group, hd, s.k_at(l, kvh, lo), s.v_at(l, kvh, lo), size_t(hd),
-               pos - lo + 1, scale, th.scores.data(), th.att.data() + size_t(j * group * hd));
+        s.attend(l, th.kv0 + j, th.q.data() + size_t(j * group * hd), group, lo, pos - lo + 1, scale, th.scores.data(),
+                 th.att.data() + size_t(j * group * hd));
       }
       const PackedSegment& o = L.wo.packed[part];
       quantize_token_acts(o, th.att.data(), size_t(nq), th.acts_o);
@@ -313,6 +310,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
     }
   });
   const SplitThread& t0 = d.threads[0];
+  s.check_range("model.layers.");
   if (t0.bad_layer >= 0) check_finite_activations(t0.bad_x.data(), 1, hidden, pos, "model.layers.", t0.bad_layer);
 }
 

@@ -22,6 +22,8 @@ namespace {
 struct BenchArgs {
   Common c;
   int prompt = 512, gen = 128, repeats = 3;
+  int depth = 0;  // decode after this many tokens of context (llama-bench's -d)
+  KVCacheType kv = KVCacheType::f16;
   bool memory = false;
   double bandwidth_gb_s = 0;  // 0: measure
 };
@@ -57,24 +59,28 @@ int bench_memory(const BenchArgs& a) {
 int bench_model(const BenchArgs& a) {
   if (a.prompt < 1 || a.gen < 1) fail("bench: --prompt and --gen must be >= 1");
   if (a.repeats < 1) fail("bench: --repeats must be >= 1");
+  if (a.depth < 0) fail("bench: --depth must be >= 0");
   apply_threads(a.c);
   const auto dir = resolve_model_path(a.c.model);
   auto t0 = std::chrono::steady_clock::now();
   auto model = load_causal_lm(dir);
   const double load_s = seconds_since(t0);
   const int vocab = model->vocab_size();
-  if (std::max(a.prompt, a.gen) > model->config().max_positions)
-    fail("bench: --prompt {} / --gen {} exceeds the model's {} positions", a.prompt, a.gen, model->config().max_positions);
+  if (std::max(a.prompt, a.depth + a.gen) > model->config().max_positions)
+    fail("bench: --prompt {} / --depth {} + --gen {} exceeds the model's {} positions", a.prompt, a.depth, a.gen,
+         model->config().max_positions);
 
   // Random token ids (speed does not depend on them), the same every run.
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int> tok(3, vocab - 1);
-  std::vector<int32_t> prompt(size_t(a.prompt));
+  std::vector<int32_t> prompt(size_t(a.prompt)), context(size_t(a.depth));
   for (auto& t : prompt) t = tok(rng);
+  for (auto& t : context) t = tok(rng);
   std::vector<float> logits(static_cast<size_t>(vocab));
   // Two tests, as llama.cpp's llama-bench runs them (pp and tg): prefill = the prompt in one call
   // into an empty cache; decode = gen single-token steps from an empty cache (so decode speed is
-  // the weights' traffic, not attention over a long context).
+  // the weights' traffic, not attention over a long context), or after --depth tokens of context
+  // (llama-bench's -d: then the KV cache's reads count too).
   // The bandwidth moves by 20-30 % from minute to minute on shared machines, so unless --bandwidth
   // fixes it, it is measured right after each repeat's decode and each repeat's decode traffic is
   // held against its own figure (best of 3 passes: the conservative denominator).
@@ -82,11 +88,12 @@ int bench_model(const BenchArgs& a) {
   double rss = 0;
   const uint64_t bytes = model->decode_weight_bytes();
   for (int r = 0; r < a.repeats; ++r) {
-    auto session = model->new_session(a.prompt);
+    auto session = model->new_session(a.prompt, a.kv);
     t0 = std::chrono::steady_clock::now();
     model->forward(*session, prompt, logits.data(), false);
     prefill.push_back(a.prompt / seconds_since(t0));
-    session = model->new_session(a.gen);
+    session = model->new_session(a.depth + a.gen, a.kv);
+    if (a.depth > 0) model->forward(*session, context, logits.data(), false);  // not timed
     int32_t next = prompt[0];
     t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < a.gen; ++i) {
@@ -130,6 +137,8 @@ int bench_model(const BenchArgs& a) {
                              {"load_seconds", load_s},
                              {"prompt", a.prompt},
                              {"gen", a.gen},
+                             {"depth", a.depth},
+                             {"kv_cache", a.kv == KVCacheType::f16 ? "f16" : "f32"},
                              {"repeats", a.repeats},
                              {"threads", default_thread_pool().size()},
                              {"kernels", packed_kernels_best().name},
@@ -141,8 +150,9 @@ int bench_model(const BenchArgs& a) {
              dir.string(), bytes / 1e9, packed_kernels_best().name, blas_core_name(), default_thread_pool().size());
   fmt::print("prefill ({} tokens): {:.1f} tok/s (median of {}; {:.1f} .. {:.1f})\n", a.prompt, p.median, a.repeats, p.min,
              p.max);
-  fmt::print("decode  ({} tokens): {:.2f} tok/s (median of {}; {:.2f} .. {:.2f})\n", a.gen, d.median, a.repeats, d.min,
-             d.max);
+  fmt::print("decode  ({} tokens{}): {:.2f} tok/s (median of {}; {:.2f} .. {:.2f})\n", a.gen,
+             a.depth > 0 ? fmt::format(" after {} of context, {} KV cache", a.depth, a.kv == KVCacheType::f16 ? "f16" : "f32") : "",
+             d.median, a.repeats, d.min, d.max);
   fmt::print("weight traffic: {:.2f} GB/s; {:.1f}% ({:.1f} .. {:.1f}) of the read bandwidth {} ({:.2f} GB/s, {:.2f} .. {:.2f})\n",
              weight_gb_s, q.median, q.min, q.max, a.bandwidth_gb_s > 0 ? "given" : "measured after each repeat", bw,
              b.min, b.max);
@@ -162,6 +172,9 @@ void register_bench(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--prompt", a->prompt, "prompt tokens (prefill)")->capture_default_str();
   cmd->add_option("--gen", a->gen, "generated tokens (decode)")->capture_default_str();
   cmd->add_option("--repeats", a->repeats, "runs; the median is reported")->capture_default_str();
+  cmd->add_option("--depth", a->depth, "decode after this many tokens of context (default: from an empty cache)")
+      ->capture_default_str();
+  add_kv_cache_option(cmd, a->kv);
   cmd->add_option("--bandwidth", a->bandwidth_gb_s, "the machine's read bandwidth in GB/s (default: measured after each repeat)");
   cmd->add_flag("--memory", a->memory, "measure the memory read bandwidth only");
   cmd->callback([a, &run] { run = [a] { return a->memory ? bench_memory(*a) : bench_model(*a); }; });

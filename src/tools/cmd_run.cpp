@@ -17,6 +17,7 @@ struct RunArgs {
   int n = 64;
   float temp = 0, top_p = 1;
   uint64_t seed = 0;
+  KVCacheType kv = KVCacheType::f16;
 };
 
 // Decoded text of ids, held back while it ends inside an incomplete UTF-8 sequence (shown as U+FFFD).
@@ -62,7 +63,7 @@ int run_model(const RunArgs& a) {
                           shown = s;
                         }
                       },
-                      &stats);
+                      &stats, a.kv);
   std::string text = tok->decode(all, true);
   if (c.json) {
     json j = {{"text", text},
@@ -93,6 +94,7 @@ void register_run(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--temp", a->temp, "sampling temperature (0: greedy)")->capture_default_str();
   cmd->add_option("--top-p", a->top_p, "nucleus sampling threshold")->capture_default_str();
   cmd->add_option("--seed", a->seed, "random seed for sampling")->capture_default_str();
+  add_kv_cache_option(cmd, a->kv);
   cmd->callback([a, &run] { run = [a] { return run_model(*a); }; });
 }
 

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "lowbit/models/model.h"
+
 namespace lowbit::cli {
 
 using nlohmann::json;
@@ -20,6 +22,8 @@ struct Common {
 };
 void add_common(CLI::App* cmd, Common& c);
 void apply_threads(const Common& c);
+// --kv-cache f16|f32: the element type of the session's KV cache (models/attention.h).
+void add_kv_cache_option(CLI::App* cmd, KVCacheType& kv);
 std::string shape_str(const std::vector<int64_t>& s);
 std::string default_ppl_file();    // ../shared/datasets/wikitext-2/wiki.test.raw
 std::string default_calib_file();  // ../shared/datasets/wikitext-2/wiki.valid.tokens

@@ -1,6 +1,7 @@
 // The lowbit command-line tool: parses flags, calls the library, prints (text, or one JSON object
 // with --json). Each command lives in its own cmd_*.cpp.
 #include <filesystem>
+#include <map>
 
 #include "commands.h"
 #include "lowbit/core/error.h"
@@ -15,6 +16,13 @@ void add_common(CLI::App* cmd, Common& c) {
       ->capture_default_str();
   cmd->add_flag("--json", c.json, "print one JSON object on stdout");
   cmd->add_option("--threads", c.threads, "threads to use (default: all cores)");
+}
+
+void add_kv_cache_option(CLI::App* cmd, KVCacheType& kv) {
+  cmd->add_option("--kv-cache", kv,
+                  "KV cache elements: f16 (half the memory and attention traffic) or f32 (exact keys and values)")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, KVCacheType>{{"f16", KVCacheType::f16}, {"f32", KVCacheType::f32}}))
+      ->default_str("f16");
 }
 
 void apply_threads(const Common& c) {

@@ -2,36 +2,61 @@
 // Shared pieces of the decoder models: the KV cache of one sequence and causal multi-head /
 // grouped-query attention over it.
 #include <cstddef>
+#include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "lowbit/core/aligned.h"
+#include "lowbit/kernels/attention.h"
 #include "lowbit/models/model.h"
 
 namespace lowbit {
 
-// K and V of every layer, float32, each head's rows contiguous: [layer][kv head][position][head_dim],
-// so that decode attention reads one head's keys as one stream (rows of all heads side by side gave
-// each head 256-byte pieces 1 KB apart, which the prefetchers follow poorly: bench/NOTES.md). Large
-// caches on huge pages (core/aligned.h).
+// K and V of every layer, one KV head's positions together ([layer][kv head][position]), so that
+// decode attention reads a head's keys and values as two streams; keys in blocks of 16 positions
+// stored dimension-major, values row-major (kernels/attention.h). Elements f16 (default: half the
+// memory and half the decode attention's traffic, as llama.cpp's default cache; keys and values are
+// rounded to 11 significant bits, at most 2^-11 = 4.9e-4 relative) or float32 (exact; what the evaluation and the
+// float-precision goldens use). Large caches on huge pages (core/aligned.h).
 class KVSession : public Session {
  public:
-  KVSession(int layers, int capacity, int kv_heads, int head_dim);
-  // Head h's key / value at position pos; the next position's follows head_dim floats on.
-  float* k_at(int layer, int head, int pos) { return k_.data() + at(layer, head, pos); }
-  float* v_at(int layer, int head, int pos) { return v_.data() + at(layer, head, pos); }
+  KVSession(int layers, int capacity, int kv_heads, int head_dim, KVCacheType type = KVCacheType::f16);
   // Stores position pos of layer: k and v hold kv_heads * head_dim floats each, heads side by side.
-  void store(int layer, int pos, const float* k, const float* v);
+  // Different positions may be stored concurrently.
+  void store(int layer, int pos, const float* k, const float* v) { store_heads(layer, 0, kv_heads_, pos, k, v); }
+  // Heads [h0, h1) only: k and v hold (h1 - h0) * head_dim floats each.
+  void store_heads(int layer, int h0, int h1, int pos, const float* k, const float* v);
+  // One decode step's attention of g query heads (q: g * head_dim floats) over positions
+  // [lo, lo + len) of KV head `head` (kernels/attention.h; scores: attend_scratch(g, len) floats).
+  void attend(int layer, int head, const float* q, int g, int lo, int len, float scale, float* scores,
+              float* out) const;
+  // Keys and values of positions [0, len) of a KV head as float32 rows of head_dim (prefill's GEMMs).
+  void unpack(int layer, int head, int len, float* k, float* v) const;
+  // Throws when a finite key or value was stored as ±Inf in an f16 cache (|x| >= 65520), naming the
+  // first such layer (layer_prefix + index) and position. The models call it before their
+  // non-finite activation checks, which would otherwise blame the weights.
+  void check_range(std::string_view layer_prefix) const;
   int head_dim() const { return head_dim_; }
+  KVCacheType type() const { return type_; }
   void advance(int n) { position_ += n; }
+  void reset() override {
+    Session::reset();
+    overflow_ = 0;
+  }
   // The first position of n new tokens; throws when they would not fit.
   int start(int n) const;
 
  private:
-  size_t at(int layer, int head, int pos) const {
-    return ((size_t(layer) * size_t(kv_heads_) + size_t(head)) * size_t(capacity_) + size_t(pos)) * size_t(head_dim_);
+  size_t head_offset(int layer, int head) const {
+    return (size_t(layer) * size_t(kv_heads_) + size_t(head)) * size_t(blocks_ * kKVBlock) * size_t(head_dim_);
   }
-  int kv_heads_, head_dim_;
-  stream_vector<float> k_, v_;
+  int kv_heads_, head_dim_, blocks_;  // blocks_: of kKVBlock positions per head
+  KVCacheType type_;
+  int64_t overflow_ = 0;  // 0, or (layer + 1) << 32 | position of the first f16 overflow
+  stream_vector<float> k32_, v32_;
+  stream_vector<uint16_t> k16_, v16_;
+  AttendFn<float> attend32_;
+  AttendFn<uint16_t> attend16_;
 };
 
 struct AttentionShape {

@@ -36,9 +36,10 @@ struct GenerationStats {
 };
 
 // Feeds `prompt`, then samples up to max_new tokens, calling on_token after each; stops early at any
-// of stop_ids. Returns the generated ids.
+// of stop_ids. Returns the generated ids. The session's KV cache holds `kv` elements.
 std::vector<int32_t> generate(const CausalLM& model, const std::vector<int32_t>& prompt, int max_new,
                               const SamplingOptions& sampling, const std::vector<int32_t>& stop_ids,
-                              const std::function<void(int32_t)>& on_token, GenerationStats* stats);
+                              const std::function<void(int32_t)>& on_token, GenerationStats* stats,
+                              KVCacheType kv = KVCacheType::f16);
 
 }  // namespace lowbit

@@ -26,7 +26,7 @@ class LlamaModel : public CausalLM {
   LlamaModel(ModelConfig config, const WeightStore& weights, bool lazy_layers = false);
 
   const ModelConfig& config() const override { return cfg_; }
-  std::unique_ptr<Session> new_session(int max_tokens) const override;
+  std::unique_ptr<Session> new_session(int max_tokens, KVCacheType kv = KVCacheType::f16) const override;
   void forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_rows) const override;
   uint64_t weight_bytes() const override;
   uint64_t decode_weight_bytes() const override;

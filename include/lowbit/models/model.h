@@ -19,11 +19,15 @@ class Session {
   virtual ~Session() = default;
   int position() const { return position_; }  // tokens already in the cache
   int capacity() const { return capacity_; }
-  void reset() { position_ = 0; }
+  virtual void reset() { position_ = 0; }
 
  protected:
   int position_ = 0, capacity_ = 0;
 };
+
+// The element type of a session's KV cache (models/attention.h): f16 halves its memory and decode
+// attention's traffic; f32 keeps keys and values exact.
+enum class KVCacheType { f16, f32 };
 
 class CausalLM {
  public:
@@ -31,8 +35,9 @@ class CausalLM {
   virtual const ModelConfig& config() const = 0;
   int vocab_size() const { return config().vocab_size; }
 
-  // A new sequence state able to hold max_tokens positions (at most config().max_positions).
-  virtual std::unique_ptr<Session> new_session(int max_tokens) const = 0;
+  // A new sequence state able to hold max_tokens positions (at most config().max_positions), its
+  // cache of `kv` elements.
+  virtual std::unique_ptr<Session> new_session(int max_tokens, KVCacheType kv = KVCacheType::f16) const = 0;
 
   // Appends tokens to the session at positions session.position().. and writes their logits:
   // all_rows ? [tokens.size()][vocab] : only the last token's [vocab].

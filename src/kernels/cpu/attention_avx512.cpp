@@ -1,9 +1,13 @@
-// attention.h's decode attention with AVX-512. Scores: 16-wide FMAs over each (key, head) pair,
-// blocks of 16 keys whose rows stay in L1 for the g heads, a head's 16 horizontal sums done
-// together (sum16); keys and values prefetched (strided rows).
+// attention.h's decode attention with AVX-512, over a KV head's cache (float or f16 elements).
+// Scores: a block's 16 keys are stored dimension-major, so the 16 scores of a query head are 16-wide
+// FMAs of the head's broadcast values against the block's rows (no horizontal sums), each key row
+// loaded (and converted from f16) once for all heads of the pass; 8 accumulators per block (8 heads,
+// or fewer heads with their dimensions split into independent chains).
 // Softmax: exp on 16 scores at a time (exp_le0). Values: each value row loaded once and added into
-// the heads' sums, held in registers for head sizes 16/32/64/128. 3.5-4x the scalar reference
-// (tinyllama shape, 256 keys: attention 10.5 % -> 4.7 % of a decode step's samples).
+// the heads' sums, held in registers for head sizes 16/32/64/128.
+// No software prefetches: the keys and values are two sequential streams the hardware follows; the
+// earlier row-major kernel's prefetches (keys a block ahead, values during the scores) made it slower
+// (bench/NOTES.md).
 #include "exp_avx512.h"
 #include "intrinsics.h"
 
@@ -18,98 +22,56 @@ namespace {
 
 inline __mmask16 tail_mask(int left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
 
-// The sums of the 16 lanes of each of v[0..15], in one register: four levels of shuffle-and-add
-// (halves, quarters across registers, then pairs and single lanes within 128-bit lanes), 30 shuffles
-// and 15 adds for 16 sums where 16 horizontal reductions take ~7 dependent operations each. Lanes
-// 4q, 4q + 1, 4q + 2, 4q + 3 of the result hold the sums of v[q], v[q + 8], v[q + 4], v[q + 12].
-inline __m512 sum16(const __m512* v) {
-  __m512 w[8], x[4], z[2];
-  for (int i = 0; i < 8; ++i)
-    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  // w[i]: 128-bit lanes 0-1 partial sums of v[2i], lanes 2-3 of v[2i+1]
-  for (int i = 0; i < 4; ++i)
-    x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  // x[i]: 128-bit lane q holds 4 partial sums of v[4i + q]
-  for (int i = 0; i < 2; ++i)
-    z[i] = _mm512_add_ps(_mm512_shuffle_ps(x[i], x[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(x[i], x[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
-  // z[i]: lane q holds [2 partials of v[4i + q], 2 partials of v[4i + 8 + q]]
-  return _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-// The key and value rows are hd floats every ld (ld = hd in the model's cache, one head's rows in a
-// row; other callers may interleave heads), in memory the cache's writes left long ago: each
-// block's keys are prefetched a block ahead, its values (read after the softmax) with it.
-constexpr int kKeysAhead = 16;
-inline void prefetch_row(const float* row, int hd) {
-  for (int d = 0; d < hd; d += 16) _mm_prefetch(reinterpret_cast<const char*>(row + d), _MM_HINT_T0);
-}
-
-// The 16 lanes of q·k's products summed over hd = 16·nv (NV > 0: nv = NV, unrolled).
-template <int NV>
-inline __m512 dot_row(const float* q, const float* k, int nv) {
-  __m512 a = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
-#pragma GCC unroll 8
-  for (int d = 1; d < (NV > 0 ? NV : nv); ++d) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * d), _mm512_loadu_ps(k + 16 * d), a);
-  return a;
-}
-
-// scores[h][j] = scale · q_h·k_j in blocks of 16 keys: per head, the 16 dot products' lanes summed
-// together by sum16, its inputs ordered so that its result is the block's 16 scores in key order
-// (one store). The block's key rows stay in L1 for the g heads. NV: registers per head
-// (hd = 16·NV), or 0 for any multiple of 16. (The earlier form gathered pending (key, head) pairs
-// one at a time into sum16's inputs, which the compiler kept in memory: ~20 cycles per pair;
-// this one 30 % less time with the keys in cache, 19 % less from memory: bench/NOTES.md.)
-template <int NV>
-void scores_nv(const float* q, int g, int hd, const float* k, const float* v, size_t ld, int len, float scale,
-               float* scores) {
-  const int nv = NV > 0 ? NV : hd / 16;
-  // Key t of a block goes to sum16's input t / 4 + kSlot[t % 4] (sum16's lane 4a + b holds the sum
-  // of its input a + kSlot[b]).
-  constexpr int kSlot[4] = {0, 8, 4, 12};
+// Scores of H query heads (q: H heads of hd values) for key blocks [b0, b1): s[h * sl + (p - 16·b0)]
+// = scale · q_h·k_p for the visible positions p in [lo, end) (the others are not written).
+template <int H, class T>
+void scores_pass(const float* q, int hd, const T* k, int b0, int b1, int lo, int end, float scale, float* s,
+                 size_t sl) {
+  constexpr int C = 8 / H;  // independent chains per head
   const __m512 vscale = _mm512_set1_ps(scale);
-  for (int j = 0; j < std::min(len, kKeysAhead); ++j) prefetch_row(k + size_t(j) * ld, hd);
-  for (int j0 = 0; j0 < len; j0 += 16) {
-    const int nk = std::min(16, len - j0);
-    for (int t = 0; t < nk; ++t) {
-      if (j0 + kKeysAhead + t < len) prefetch_row(k + size_t(j0 + kKeysAhead + t) * ld, hd);
-      prefetch_row(v + size_t(j0 + t) * ld, hd);
-    }
-    const float* kb = k + size_t(j0) * ld;
-    for (int h = 0; h < g; ++h) {
-      const float* qh = q + size_t(h) * size_t(hd);
-      __m512 acc[16];
-      // Unrolled, so that acc stays in registers; a tail block's missing keys sum to 0.
-      if (nk == 16) {
-#pragma GCC unroll 16
-        for (int t = 0; t < 16; ++t) acc[t / 4 + kSlot[t % 4]] = dot_row<NV>(qh, kb + size_t(t) * ld, nv);
-      } else {
-#pragma GCC unroll 16
-        for (int t = 0; t < 16; ++t)
-          acc[t / 4 + kSlot[t % 4]] = t < nk ? dot_row<NV>(qh, kb + size_t(t) * ld, nv) : _mm512_setzero_ps();
+  for (int b = b0; b < b1; ++b) {
+    const T* blk = k + size_t(b) * size_t(kKVBlock) * size_t(hd);
+    __m512 acc[8];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d += C) {
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) {
+        const __m512 kd = load16(blk + size_t(d + c) * kKVBlock);
+#pragma GCC unroll 8
+        for (int h = 0; h < H; ++h)
+          acc[h * C + c] = _mm512_fmadd_ps(_mm512_set1_ps(q[size_t(h) * size_t(hd) + size_t(d + c)]), kd, acc[h * C + c]);
       }
-      _mm512_mask_storeu_ps(scores + size_t(h) * size_t(len) + size_t(j0), tail_mask(nk), _mm512_mul_ps(sum16(acc), vscale));
+    }
+    const int p0 = b * kKVBlock, first = std::max(lo, p0) - p0, last = std::min(end, p0 + kKVBlock) - p0;
+    const __mmask16 m = __mmask16(((1u << last) - 1) & ~((1u << first) - 1));
+#pragma GCC unroll 8
+    for (int h = 0; h < H; ++h) {
+      __m512 r = acc[h * C];
+      for (int c = 1; c < C; ++c) r = _mm512_add_ps(r, acc[h * C + c]);
+      _mm512_mask_storeu_ps(s + size_t(h) * sl + size_t(p0 - b0 * kKVBlock), m, _mm512_mul_ps(r, vscale));
     }
   }
 }
 
-// out[h] = Σ_j p[h][j]·v_j for heads [h0, h0 + HC) with NV registers per head (hd = 16·NV), the
-// sums in registers (each value row loaded once per HC heads).
-template <int NV, int HC>
-void weighted_values(const float* p, int len, const float* v, size_t ld, int hcount, float* out) {
+// out[h] = Σ_j p[h][j]·v_{lo+j} for heads [0, hcount) (hcount <= HC) with NV registers per head
+// (hd = 16·NV), the sums in registers (each value row loaded once per HC heads); p[h] at p + h*sl.
+template <int NV, int HC, class T>
+void weighted_values(const float* p, size_t sl, int lo, int len, const T* v, int hcount, float* out) {
   __m512 acc[HC][NV];
   for (int h = 0; h < HC; ++h)
     for (int d = 0; d < NV; ++d) acc[h][d] = _mm512_setzero_ps();
   for (int j = 0; j < len; ++j) {
-    const float* vj = v + size_t(j) * ld;
+    const T* vj = v + size_t(lo + j) * size_t(16 * NV);
     __m512 vd[NV];
-    for (int d = 0; d < NV; ++d) vd[d] = _mm512_loadu_ps(vj + 16 * d);
+    for (int d = 0; d < NV; ++d) vd[d] = load16(vj + 16 * d);
     for (int h = 0; h < HC; ++h) {
       if (h >= hcount) break;
-      const __m512 ph = _mm512_set1_ps(p[size_t(h) * size_t(len) + size_t(j)]);
+      const __m512 ph = _mm512_set1_ps(p[size_t(h) * sl + size_t(j)]);
       for (int d = 0; d < NV; ++d) acc[h][d] = _mm512_fmadd_ps(ph, vd[d], acc[h][d]);
     }
   }
@@ -117,27 +79,42 @@ void weighted_values(const float* p, int len, const float* v, size_t ld, int hco
     for (int d = 0; d < NV; ++d) _mm512_storeu_ps(out + size_t(h) * size_t(16 * NV) + size_t(16 * d), acc[h][d]);
 }
 
-template <int NV>
-void all_values(const float* p, int g, int len, const float* v, size_t ld, float* out) {
+template <int NV, class T>
+void all_values(const float* p, size_t sl, int g, int lo, int len, const T* v, float* out) {
   constexpr int HC = 16 / NV;  // 16 accumulators
   for (int h = 0; h < g; h += HC)
-    weighted_values<NV, HC>(p + size_t(h) * size_t(len), len, v, ld, g - h, out + size_t(h) * size_t(16 * NV));
+    weighted_values<NV, HC>(p + size_t(h) * sl, sl, lo, len, v, g - h, out + size_t(h) * size_t(16 * NV));
 }
 
 }  // namespace
 
-void attend_avx512(const float* q, int g, int hd, const float* k, const float* v, size_t ld, int len, float scale,
+template <class T>
+void attend_avx512(const float* q, int g, int hd, const T* k, const T* v, int lo, int len, float scale,
                    float* scores, float* out) {
-  switch (hd) {
-    case 16: scores_nv<1>(q, g, hd, k, v, ld, len, scale, scores); break;
-    case 32: scores_nv<2>(q, g, hd, k, v, ld, len, scale, scores); break;
-    case 64: scores_nv<4>(q, g, hd, k, v, ld, len, scale, scores); break;
-    case 128: scores_nv<8>(q, g, hd, k, v, ld, len, scale, scores); break;
-    default: scores_nv<0>(q, g, hd, k, v, ld, len, scale, scores); break;
+  const int end = lo + len, b0 = lo / kKVBlock, b1 = (end + kKVBlock - 1) / kKVBlock;
+  const size_t sl = size_t(b1 - b0) * kKVBlock;  // <= len + 30: attend_scratch's row
+  for (int h = 0; h < g;) {
+    const float* qh = q + size_t(h) * size_t(hd);
+    float* sh = scores + size_t(h) * sl;
+    const int rest = g - h;
+    if (rest >= 8) {
+      scores_pass<8>(qh, hd, k, b0, b1, lo, end, scale, sh, sl);
+      h += 8;
+    } else if (rest >= 4) {
+      scores_pass<4>(qh, hd, k, b0, b1, lo, end, scale, sh, sl);
+      h += 4;
+    } else if (rest >= 2) {
+      scores_pass<2>(qh, hd, k, b0, b1, lo, end, scale, sh, sl);
+      h += 2;
+    } else {
+      scores_pass<1>(qh, hd, k, b0, b1, lo, end, scale, sh, sl);
+      h += 1;
+    }
   }
-  // Softmax per head, 16 scores at a time.
+  // Softmax per head over its len visible scores, 16 at a time.
+  float* const visible = scores + size_t(lo - b0 * kKVBlock);
   for (int h = 0; h < g; ++h) {
-    float* s = scores + size_t(h) * size_t(len);
+    float* s = visible + size_t(h) * sl;
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int j = 0; j < len; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, tail_mask(len - j), s + j));
     const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
@@ -156,23 +133,28 @@ void attend_avx512(const float* q, int g, int hd, const float* k, const float* v
   }
   // Values: sums in registers for the usual head sizes, through memory (L1) for the others.
   switch (hd) {
-    case 16: return all_values<1>(scores, g, len, v, ld, out);
-    case 32: return all_values<2>(scores, g, len, v, ld, out);
-    case 64: return all_values<4>(scores, g, len, v, ld, out);
-    case 128: return all_values<8>(scores, g, len, v, ld, out);
+    case 16: return all_values<1>(visible, sl, g, lo, len, v, out);
+    case 32: return all_values<2>(visible, sl, g, lo, len, v, out);
+    case 64: return all_values<4>(visible, sl, g, lo, len, v, out);
+    case 128: return all_values<8>(visible, sl, g, lo, len, v, out);
     default: break;
   }
   for (int i = 0; i < g * hd; i += 16) _mm512_storeu_ps(out + i, _mm512_setzero_ps());
   for (int j = 0; j < len; ++j) {
-    const float* vj = v + size_t(j) * ld;
+    const T* vj = v + size_t(lo + j) * size_t(hd);
     for (int d = 0; d < hd; d += 16) {
-      const __m512 vd = _mm512_loadu_ps(vj + d);
+      const __m512 vd = load16(vj + d);
       for (int h = 0; h < g; ++h) {
         float* o = out + size_t(h) * size_t(hd) + size_t(d);
-        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_set1_ps(scores[size_t(h) * size_t(len) + size_t(j)]), vd, _mm512_loadu_ps(o)));
+        _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_set1_ps(visible[size_t(h) * sl + size_t(j)]), vd, _mm512_loadu_ps(o)));
       }
     }
   }
 }
+
+template void attend_avx512<float>(const float*, int, int, const float*, const float*, int, int, float, float*,
+                                   float*);
+template void attend_avx512<uint16_t>(const float*, int, int, const uint16_t*, const uint16_t*, int, int, float,
+                                      float*, float*);
 
 }  // namespace lowbit

@@ -279,7 +279,8 @@ TEST(Cli, SynthBenchAndExport) {
   r = run_lowbit("bench " + model + " --prompt 8 --gen 4 --kv-cache f8", &err);
   EXPECT_NE(r.status, 0);
   EXPECT_NE(err.find("--kv-cache"), std::string::npos) << err;
-  // Decode after 100 tokens of context, with either cache.
+  // Decode after 100 tokens of context, with either cache (the f16 one reads half the bytes).
+  std::vector<double> kv_bytes;
   for (const char* kv : {"f16", "f32"}) {
     r = run_lowbit(std::string("bench ") + model + " --prompt 8 --depth 100 --gen 4 --repeats 1 --bandwidth 10 --json --kv-cache " + kv, &err);
     ASSERT_EQ(r.status, 0) << err;
@@ -287,7 +288,11 @@ TEST(Cli, SynthBenchAndExport) {
     EXPECT_EQ(j["depth"].get<int>(), 100);
     EXPECT_EQ(j["kv_cache"].get<std::string>(), kv);
     EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
+    kv_bytes.push_back(j["kv_cache_bytes_per_token"].get<double>());
   }
+  ASSERT_EQ(kv_bytes.size(), 2u);
+  EXPECT_GT(kv_bytes[0], 0);
+  EXPECT_DOUBLE_EQ(kv_bytes[1], 2 * kv_bytes[0]);
 
   r = run_lowbit("export " + model + " --to gguf -o " + (dir / "tiny.gguf").string() + " --json", &err);
   ASSERT_EQ(r.status, 0) << err;

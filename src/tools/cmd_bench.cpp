@@ -87,6 +87,11 @@ int bench_model(const BenchArgs& a) {
   std::vector<double> prefill, decode, bandwidth, pct, trips;
   double rss = 0;
   const uint64_t bytes = model->decode_weight_bytes();
+  // The KV cache a decode step reads, on average over the gen steps (keys and values of every
+  // position before it); not in the weight figures.
+  const ModelConfig& mc = model->config();
+  const double kv_bytes = 2.0 * mc.num_layers * mc.num_kv_heads * mc.head_dim * (a.kv == KVCacheType::f16 ? 2 : 4) *
+                          (a.depth + (a.gen + 1) / 2.0);
   for (int r = 0; r < a.repeats; ++r) {
     auto session = model->new_session(a.prompt, a.kv);
     t0 = std::chrono::steady_clock::now();
@@ -138,6 +143,7 @@ int bench_model(const BenchArgs& a) {
                              {"prompt", a.prompt},
                              {"gen", a.gen},
                              {"depth", a.depth},
+                             {"kv_cache_bytes_per_token", kv_bytes},
                              {"kv_cache", a.kv == KVCacheType::f16 ? "f16" : "f32"},
                              {"repeats", a.repeats},
                              {"threads", default_thread_pool().size()},
@@ -156,6 +162,9 @@ int bench_model(const BenchArgs& a) {
   fmt::print("weight traffic: {:.2f} GB/s; {:.1f}% ({:.1f} .. {:.1f}) of the read bandwidth {} ({:.2f} GB/s, {:.2f} .. {:.2f})\n",
              weight_gb_s, q.median, q.min, q.max, a.bandwidth_gb_s > 0 ? "given" : "measured after each repeat", bw,
              b.min, b.max);
+  if (a.depth > 0)
+    fmt::print("KV cache read per decoded token: {:.1f} MB on average ({:.1f} % on top of the weights)\n", kv_bytes / 1e6,
+               100.0 * kv_bytes / double(bytes));
   fmt::print("peak RSS: {:.0f} MB (load {:.2f} s)\n", rss, load_s);
   if (rt.median > 0)
     fmt::print("core-to-core round trip: {:.0f} ns ({:.0f} .. {:.0f}; a decoded token moves work and activations between the threads 2-5 times a layer)\n",

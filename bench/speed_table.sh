@@ -3,7 +3,9 @@
 # (lowbit synth), its int8 / int8-dyn / int4 / nf4 versions (lm_head, or the tied embeddings, at
 # int8 like llama.cpp's Q8_0/Q4_0 keep their output layer at 8/6 bits), and `lowbit bench` on each.
 # Usage: bench/speed_table.sh [WORKDIR=/tmp/lowbit-speed] [SHAPES="tinyllama-1.1b llama-3.2-1b"]
-# Env: PROMPT (512), GEN (128), REPEATS (3). Prints markdown rows; JSON per run in WORKDIR.
+# Env: PROMPT (512), GEN (128), REPEATS (3), SCHEMES ("bf16 int8 int8-dyn int4 nf4"), DEPTH (0: decode
+# from an empty cache; N: after N tokens of context, `lowbit bench --depth`). Prints markdown rows;
+# JSON per run in WORKDIR.
 # LLAMA_CPP=DIR (optional): a llama.cpp build's bin folder (llama-quantize, llama-bench; built by hand,
 # nothing of it in this repository). Then each shape's bf16 checkpoint is exported to GGUF
 # (lowbit export), quantized by llama.cpp to Q8_0 and Q4_0 with Q8_0 output and embeddings, and
@@ -14,7 +16,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${LOWBIT_BIN:-$here/build/lowbit}
 work=${1:-/tmp/lowbit-speed}
 shapes=${2:-tinyllama-1.1b llama-3.2-1b}
-prompt=${PROMPT:-512} gen=${GEN:-128} repeats=${REPEATS:-3}
+prompt=${PROMPT:-512} gen=${GEN:-128} repeats=${REPEATS:-3} depth=${DEPTH:-0}
+schemes=${SCHEMES:-bf16 int8 int8-dyn int4 nf4}
 mkdir -p "$work"
 # The bandwidth is measured by `lowbit bench` after each repeat (it moves between minutes); the %
 # column is the median of the repeats' decode traffic over their own bandwidth figure.
@@ -25,13 +28,13 @@ for shape in $shapes; do
   [ -d "$base" ] || "$bin" synth --shape "$shape" -o "$base" >/dev/null
   head='lm_head.weight=int8'
   [ "$shape" = llama-3.2-1b ] && head='*embed_tokens.weight=int8'  # tied: the embeddings are the head
-  for scheme in bf16 int8 int8-dyn int4 nf4; do
+  for scheme in $schemes; do
     model="$base"
     if [ "$scheme" != bf16 ]; then
       model="$base-$scheme"
       [ -d "$model" ] || "$bin" quantize "$base" -o "$model" --scheme "$scheme" --override "$head" >/dev/null 2>&1
     fi
-    "$bin" bench "$model" --prompt "$prompt" --gen "$gen" --repeats "$repeats" --json \
+    "$bin" bench "$model" --prompt "$prompt" --gen "$gen" --depth "$depth" --repeats "$repeats" --json \
       2>/dev/null >"$work/bench-$shape-$scheme.json"
     gb=$(du -sb "$model" | cut -f1)
     python3 - "$work/bench-$shape-$scheme.json" "$shape" "$scheme" "$gb" <<'PY'
@@ -51,7 +54,8 @@ PY
       [ -f "$base.gguf" ] || "$bin" export "$base" --to gguf -o "$base.gguf" >/dev/null
       [ -f "$gguf" ] || "$LLAMA_CPP/llama-quantize" --output-tensor-type q8_0 --token-embedding-type q8_0 \
         "$base.gguf" "$gguf" "$type" >/dev/null 2>&1
-      "$LLAMA_CPP/llama-bench" -m "$gguf" -p "$prompt" -n "$gen" -t "$(nproc)" -r "$repeats" -o json \
+      "$LLAMA_CPP/llama-bench" -m "$gguf" -p "$prompt" -n "$gen" -t "$(nproc)" -r "$repeats" \
+        $([ "$depth" -gt 0 ] && echo "-d $depth") -o json \
         2>/dev/null >"$work/llama-$shape-$type.json"
       python3 - "$work/llama-$shape-$type.json" "$shape" "$type" "$(du -sb "$gguf" | cut -f1)" <<'PY'
 import json, sys

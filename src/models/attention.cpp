@@ -71,11 +71,13 @@ void KVSession::store_heads(int layer, int h0, int h1, int pos, const float* k, 
     if (type_ == KVCacheType::f32) {
       store_head(k32_.data() + o, v32_.data() + o, pos, head_dim_, k + in, v + in);
     } else if (!store_head(k16_.data() + o, v16_.data() + o, pos, head_dim_, k + in, v + in)) {
-      // Stores run inside pool jobs, which must not throw: the first overflow is kept for
-      // check_range() (positions are stored concurrently; any of them is a fine report).
-      int64_t none = 0;
-      std::atomic_ref<int64_t>(overflow_).compare_exchange_strong(none, (int64_t(layer + 1) << 32) | int64_t(pos),
-                                                                  std::memory_order_relaxed);
+      // Stores run inside pool jobs, which must not throw: the earliest overflow (layer, then
+      // position; positions are stored concurrently) is kept for check_range().
+      const int64_t at = (int64_t(layer + 1) << 32) | int64_t(pos);
+      std::atomic_ref<int64_t> first(overflow_);
+      int64_t seen = first.load(std::memory_order_relaxed);
+      while ((seen == 0 || at < seen) && !first.compare_exchange_weak(seen, at, std::memory_order_relaxed)) {
+      }
     }
   }
 }

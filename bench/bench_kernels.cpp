@@ -34,16 +34,21 @@ struct Owned {
   std::vector<uint16_t> scale, offset;
 };
 
-// A packed matrix of random codes: U4 affine (lut 0..15, f16 scale and offset per group of 128) or
-// U8 symmetric per row (zero 128), as the checkpoints hold them; re-laid by from_packed as at load.
-LinearWeights make_linear(PackedKind kind, int64_t rows, int64_t cols, uint64_t seed) {
+// The NF4 code book (QLoRA, Dettmers et al. 2023, appendix E).
+constexpr float kNf4[16] = {-1.0f, -0.6961928f, -0.5250731f, -0.3949175f, -0.2844414f, -0.1848449f, -0.0910500f, 0.0f,
+                            0.0795803f, 0.1609302f, 0.2461123f, 0.3379152f, 0.4407098f, 0.5626170f, 0.7229568f, 1.0f};
+
+// A packed matrix of random codes: U4 affine (lut 0..15, f16 scale and offset per group of 128),
+// U4 NF4 (nf4: the code book, f16 absmax scale per group of 64, no offsets) or U8 symmetric per row
+// (zero 128), as the checkpoints hold them; re-laid by from_packed as at load.
+LinearWeights make_linear(PackedKind kind, int64_t rows, int64_t cols, uint64_t seed, bool nf4 = false) {
   auto o = std::make_shared<Owned>();
   PackedMatrix m;
   m.kind = kind;
   m.rows = rows;
   m.cols = cols;
   m.row_bytes = kind == PackedKind::U4 ? size_t(cols / 2) : size_t(cols);
-  m.group = kind == PackedKind::U4 ? 128 : cols;
+  m.group = kind == PackedKind::U4 ? (nf4 ? 64 : 128) : cols;
   o->codes.resize(size_t(rows) * m.row_bytes);
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
   for (size_t i = 0; i + 8 <= o->codes.size(); i += 8) {  // xorshift: fast enough for 100s of MB
@@ -56,7 +61,9 @@ LinearWeights make_linear(PackedKind kind, int64_t rows, int64_t cols, uint64_t 
   for (auto& v : o->scale) v = f32_to_f16(u(rng));
   m.data = o->codes.data();
   m.scale_f16 = o->scale.data();
-  if (kind == PackedKind::U4) {
+  if (nf4) {
+    std::copy(std::begin(kNf4), std::end(kNf4), m.lut);
+  } else if (kind == PackedKind::U4) {
     o->offset.resize(o->scale.size());
     for (auto& v : o->offset) v = f32_to_f16(-8 * u(rng));
     m.offset_f16 = o->offset.data();
@@ -71,6 +78,7 @@ struct Shape {
   const char* name;
   PackedKind kind;
   int64_t rows, cols;
+  bool nf4 = false;
 };
 constexpr Shape kQkv{"qkv", PackedKind::U4, 2560, 2048}, kO{"o", PackedKind::U4, 2048, 2048},
     kGateUp{"gate_up", PackedKind::U4, 11264, 2048}, kDown{"down", PackedKind::U4, 2048, 5632},
@@ -124,14 +132,14 @@ void BM_ReadBandwidth(benchmark::State& state) {
 // One shape: kLayers distinct matrices, one token through each in turn.
 void BM_DecodeShape(benchmark::State& state, Shape shape) {
   std::vector<LinearWeights> ws;
-  for (int l = 0; l < kLayers; ++l) ws.push_back(make_linear(shape.kind, shape.rows, shape.cols, uint64_t(l + 1)));
+  for (int l = 0; l < kLayers; ++l) ws.push_back(make_linear(shape.kind, shape.rows, shape.cols, uint64_t(l + 1), shape.nf4));
   run_decode(state, ws);
 }
 
 // One matrix small enough to stay in the two cores' L2 caches (1 MB each), over and over: the
 // kernel's compute ceiling, with no memory traffic to wait for.
 void BM_DecodeCached(benchmark::State& state, Shape shape) {
-  run_decode(state, {make_linear(shape.kind, shape.rows, shape.cols, 1)});
+  run_decode(state, {make_linear(shape.kind, shape.rows, shape.cols, 1, shape.nf4)});
 }
 
 // A decode step's weights in a model's order (see the file comment).
@@ -158,12 +166,13 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   using namespace lowbit;
   benchmark::RegisterBenchmark("ReadBandwidth", BM_ReadBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond);
-  for (const Shape& s : {kQkv, kO, kGateUp, kDown, kHead})
+  for (const Shape& s : {kQkv, kO, kGateUp, kDown, kHead, Shape{"gate_up_nf4", PackedKind::U4, 11264, 2048, true}})
     benchmark::RegisterBenchmark((std::string("Decode/") + s.name).c_str(), BM_DecodeShape, s)
         ->Unit(benchmark::kMillisecond)
         ->MinTime(1.0)
         ->UseRealTime();
-  for (const Shape& s : {Shape{"int4_64x2048", PackedKind::U4, 64, 2048}, Shape{"int4_128x2048", PackedKind::U4, 128, 2048}, Shape{"int4_1024x2048", PackedKind::U4, 1024, 2048}, Shape{"int8_512x2048", PackedKind::U8, 512, 2048}})
+  for (const Shape& s : {Shape{"int4_64x2048", PackedKind::U4, 64, 2048}, Shape{"int4_128x2048", PackedKind::U4, 128, 2048}, Shape{"int4_1024x2048", PackedKind::U4, 1024, 2048}, Shape{"int8_512x2048", PackedKind::U8, 512, 2048},
+                         Shape{"nf4_1024x2048", PackedKind::U4, 1024, 2048, true}})
     benchmark::RegisterBenchmark((std::string("DecodeCached/") + s.name).c_str(), BM_DecodeCached, s)
         ->Unit(benchmark::kMicrosecond)
         ->MinTime(0.5)

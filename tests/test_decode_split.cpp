@@ -92,9 +92,10 @@ TEST(DecodeSplit, MatchesRowSplitDecodeOnQuantizedLlama16m) {
   const auto tokens = test::read_binary<int32_t>(in / "golden_tokens_64.i32");
   const std::vector<int32_t> seq(tokens.begin(), tokens.begin() + 40);
   auto fmodel = load_causal_lm(in);
-  // int8 per channel, and int4 in groups of 64 (llama-16m's 3 query heads per thread are 192
-  // columns of o_proj: groups of 128 would not split there, and the model then decodes by rows).
-  for (const char* scheme : {"int8", "int4@64", "int4"}) {
+  // int8 per channel, int4 in groups of 64 (llama-16m's 3 query heads per thread are 192 columns
+  // of o_proj: groups of 128 would not split there, and the model then decodes by rows), and nf4
+  // (groups of 64; a code book, on int16 activations).
+  for (const char* scheme : {"int8", "int4@64", "int4", "nf4"}) {
     QuantizeOptions opt;
     opt.scheme = scheme;
     opt.progress = false;

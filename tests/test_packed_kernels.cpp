@@ -359,7 +359,94 @@ TEST(PackedKernelsQ8, QuantizeActsMatchesTheReference) {
   }
 }
 
-TEST(PackedKernelsQ8, NonIntegerTablesStayOnTheFloatPath) {
+// The wide form (int16 activations for code books): every variant's quantize_acts_wide bit for bit
+// as the reference (sum_x within rounding), and the reference within half a step of x.
+TEST(PackedKernelsQ8, QuantizeActsWideMatchesTheReference) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int checked = 0;
+  for (int64_t cols : {8, 64, 72, 128, 200, 2048})
+    for (int64_t group : {int64_t(64), int64_t(128), int64_t(0)})
+      for (size_t m : {size_t(1), size_t(3)}) {
+        SCOPED_TRACE(fmt::format("cols {} group {} m {}", cols, group, m));
+        const size_t ldx = size_t(cols) + 2;
+        std::vector<float> x(m * ldx, std::numeric_limits<float>::quiet_NaN());  // padding never read
+        for (size_t i = 0; i < m; ++i)
+          for (int64_t c = 0; c < cols; ++c) x[i * ldx + size_t(c)] = normal(rng) * (c % 7 == 0 ? 20.0f : 1.0f);
+        x[0] = 0.0f;
+        x[1] = -0.0f;
+        if (m > 1)
+          for (int64_t c = 0; c < std::min<int64_t>(cols, 64); ++c) x[ldx + size_t(c)] = 0.0f;  // an all-zero block
+        QActs want;
+        quantize_acts_wide(x.data(), m, ldx, cols, group, want);
+        ASSERT_TRUE(want.wide);
+        ASSERT_TRUE(want.q.empty());
+        for (size_t i = 0; i < m; ++i)
+          for (int64_t c = 0; c < cols; ++c) {
+            const float s = want.scale[i * size_t(want.blocks) + size_t(c / QActs::kBlock)];
+            ASSERT_LE(std::abs(int(want.at16(i, c))), QActs::kWideMax);
+            ASSERT_LE(std::fabs(want.at16(i, c) * s - x[i * ldx + size_t(c)]), 0.5f * s * (1 + 1e-6f)) << c;
+          }
+        for (const PackedKernels* k : variants()) {
+          if (!k->quantize_acts_wide) continue;
+          SCOPED_TRACE(k->name);
+          QActs got;
+          got.q.assign(7, 1);  // stale contents are replaced
+          got.q16.assign(5, 1);
+          k->quantize_acts_wide(x.data(), m, ldx, cols, group, got);
+          ASSERT_TRUE(got.wide);
+          ASSERT_TRUE(got.q.empty());
+          ASSERT_EQ(got.stride, want.stride);
+          ASSERT_EQ(got.blocks, want.blocks);
+          ASSERT_EQ(got.groups, want.groups);
+          ASSERT_EQ(got.q16, want.q16);
+          ASSERT_EQ(got.scale, want.scale);
+          ASSERT_EQ(got.sum_x.size(), want.sum_x.size());
+          for (size_t g = 0; g < want.sum_x.size(); ++g) {
+            double mag = 0;
+            const size_t i = g / size_t(want.groups), gi = g % size_t(want.groups);
+            for (int64_t c = int64_t(gi) * want.group; c < std::min<int64_t>(int64_t(gi + 1) * want.group, cols); ++c)
+              mag += std::fabs(x[i * ldx + size_t(c)]);
+            ASSERT_NEAR(got.sum_x[g], want.sum_x[g], 1.2e-7 * double(cols) * mag + 1e-30) << "group " << g;
+          }
+          ++checked;
+        }
+      }
+  if (packed_kernels_available(packed_kernels_avx512vnni())) {
+    EXPECT_EQ(checked, 36);
+  }
+  QActs a;
+  EXPECT_THROW(quantize_acts_wide(std::vector<float>(12, 1.0f).data(), 1, 12, 12, 0, a), Error);  // not whole units
+}
+
+// A code book's products take the wide form only, and an integer table's the int8 one: a mix-up
+// is an error, not a silently wrong product.
+TEST(PackedKernelsQ8, ActivationFormsMatchTheTable) {
+  std::mt19937 rng(29);
+  std::vector<float> x(64, 0.5f), y(4, 0.0f);
+  Owned book = make(PackedKind::U4, 4, 64, 64, false, rng);
+  for (int c = 0; c < 16; ++c) book.m.lut[c] = std::tanh(float(c - 7) / 4.0f);
+  book.m.int_zero = int_zero_of(book.m);
+  ASSERT_TRUE(is_code_book(book.m));
+  Owned ints = make(PackedKind::U4, 4, 64, 64, false, rng);
+  for (int c = 0; c < 16; ++c) ints.m.lut[c] = float(c - 8);
+  ints.m.int_zero = int_zero_of(ints.m);
+  ASSERT_FALSE(is_code_book(ints.m));
+  QActs narrow, wide;
+  quantize_acts(x.data(), 1, 64, 64, 64, false, narrow);
+  quantize_acts_wide(x.data(), 1, 64, 64, 64, wide);
+  const PackedKernels& ref = packed_kernels_ref();
+  EXPECT_THROW(ref.matmul_q8(book.m, narrow, 0, 4, y.data(), 4, false), Error);
+  EXPECT_THROW(ref.matmul_q8(ints.m, wide, 0, 4, y.data(), 4, false), Error);
+  EXPECT_NO_THROW(ref.matmul_q8(book.m, wide, 0, 4, y.data(), 4, false));
+  int16_t lut16[16];
+  PackedMatrix zero = book.m;
+  for (float& v : zero.lut) v = 0.0f;
+  EXPECT_EQ(code_book_i16(zero, lut16), 0.0f);
+  for (int16_t v : lut16) EXPECT_EQ(v, 0);
+}
+
+TEST(PackedKernelsQ8, OnlyIntegerTablesGetAnIntegerZero) {
   PackedMatrix m;
   m.kind = PackedKind::U4;
   for (int c = 0; c < 16; ++c) m.lut[c] = float(c) * 0.1f - 0.7f;  // NF4-like
@@ -434,7 +521,7 @@ namespace {
 // The lanes layout (PackedMatrix::lanes): the same matrix as its row-major source in every entry
 // point of every variant that takes it, against the reference on the source; ranges that start and
 // end inside a 16-row block; f16 and f32 parameters; affine (z 0, offsets) and symmetric (z 8);
-// U4 code books (z -1: an NF4-like table, float path only, one token and three).
+// U4 code books (z -1: an NF4-like table; the float path, one token and three, and the wide int16 one).
 TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
   std::mt19937 rng(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -489,10 +576,14 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
               for (size_t i = 0; i < m; ++i)
                 for (int64_t c = 0; c < cols; ++c)
                   x[i * ldx + size_t(c)] = exact ? float(c % QActs::kBlock == 0 ? 127 : q(rng)) : normal(rng);
-              QActs a;
-              quantize_acts(x.data(), m, ldx, cols, group, false, a);
+              QActs a;  // code books: the wide form (int16), on the row-major source for the reference
+              if (book) {
+                quantize_acts_wide(x.data(), m, ldx, cols, group, a);
+              } else {
+                quantize_acts(x.data(), m, ldx, cols, group, false, a);
+              }
               std::vector<float> want_q8(m * ldy, nan), want_f(m * ldy, nan);
-              if (!book) ref.matmul_q8(o.m, a, 0, rows, want_q8.data(), ldy, false);
+              ref.matmul_q8(o.m, a, 0, rows, want_q8.data(), ldy, false);
               ref.matvec(o.m, x.data(), m, ldx, 0, rows, want_f.data(), ldy, false);
               std::vector<double> mag(m * ldy, 0.0);  // Σ (|base|·scale + |offset|)·|x|
               for (size_t i = 0; i < m; ++i)
@@ -504,6 +595,22 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                     mag[i * ldy + size_t(r)] += (std::fabs(base) * o.m.scale_at(gi) +
                                                  std::fabs(o.m.offset_at(gi))) * std::fabs(x[i * ldx + size_t(c)]);
                   }
+              if (book) {  // the wide product against the float one: the int16 roundings' bound
+                int16_t lut16[16];
+                const double f = code_book_i16(o.m, lut16);
+                for (int v = 0; v < 16; ++v) ASSERT_LE(std::fabs(lut16[v] * f - o.m.lut[v]), 0.5 * f * (1 + 1e-6)) << v;
+                for (size_t i = 0; i < m; ++i)
+                  for (int64_t r = 0; r < rows; ++r) {
+                    double bound = 0;
+                    for (int64_t c = 0; c < cols; ++c) {
+                      const double s = std::fabs(o.m.scale_at(o.m.param_index(r, c / group)));
+                      const double xs = a.scale[i * size_t(a.blocks) + size_t(c / QActs::kBlock)];
+                      bound += s * (0.5 * f * std::fabs(x[i * ldx + size_t(c)]) + std::fabs(o.m.lut[packed_code_at(o.m, r, c)]) * 0.5 * xs);
+                    }
+                    const size_t at = i * ldy + size_t(r);
+                    ASSERT_NEAR(want_q8[at], want_f[at], 1.01 * bound + 1.2e-7 * double(cols + 8) * mag[at] + 1e-30) << "row " << r;
+                  }
+              }
               if (bf16_tiles)  // prefill tiles straight from the lanes: bit for bit the float route's
                 for (int64_t r0 : {int64_t(0), int64_t(16)}) {
                   if (r0 >= rows) continue;
@@ -521,7 +628,7 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                 }
                 SCOPED_TRACE(k->name);
                 ASSERT_TRUE(k->supports(l));
-                ASSERT_EQ(k->supports_q8 && k->supports_q8(l), !book);
+                ASSERT_TRUE(k->supports_q8 && k->supports_q8(l));  // code books: on wide activations
                 for (int64_t r0 : {int64_t(0), std::min<int64_t>(rows - 1, 5)}) {
                   const int64_t r1 = rows > 20 ? rows - 2 : rows;  // ends inside a block too
                   std::vector<float> deq(size_t((r1 - r0) * cols), nan);
@@ -538,12 +645,11 @@ TEST(PackedKernelsQ8, LanesLayoutMatchesRowMajor) {
                   }
                   for (size_t r = size_t(r1 - r0); r < ldy; ++r) ASSERT_TRUE(std::isnan(one[r]));
                   k->matvec(l, x.data(), m, ldx, r0, r1, flt.data(), ldy, false);
-                  if (book) {  // the float path only
+                  if (book) {
                     for (size_t i = 0; i < m; ++i)
                       for (int64_t r = r0; r < r1; ++r)
                         ASSERT_NEAR(flt[i * ldy + size_t(r - r0)], want_f[i * ldy + size_t(r)],
                                     1.2e-7 * double(cols + 8) * mag[i * ldy + size_t(r)] + 1e-30) << "row " << r;
-                    continue;
                   }
                   k->matmul_q8(l, a, r0, r1, got.data(), ldy, false);
                   k->matmul_q8(l, a, r0, r1, acc.data(), ldy, true);

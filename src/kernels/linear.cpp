@@ -117,15 +117,16 @@ LinearWeights LinearWeights::from_packed(const PackedMatrix& m, std::shared_ptr<
   PackedMatrix pm = m;
   pm.int_zero = int_zero_of(pm);
   const PackedKernels& best = packed_kernels_best();
-  const bool q8 = packed_q8_activations_enabled() && best.supports_q8 && best.supports_q8(pm);
-  // Integer tables on the integer path, or U4 code books (NF4, FP4) for the float lanes kernel.
-  const bool code_book = pm.kind == PackedKind::U4 && pm.int_zero < 0;
-  if ((q8 || code_book) && best.takes_lanes && packed_lanes_enabled() && lanes_eligible(pm)) {
+  const bool q8_on = packed_q8_activations_enabled() && best.supports_q8;
+  bool q8 = q8_on && best.supports_q8(pm);
+  // Integer tables on the integer path, or U4 code books (NF4, FP4) for the lanes kernels.
+  if ((q8 || is_code_book(pm)) && best.takes_lanes && packed_lanes_enabled() && lanes_eligible(pm)) {
     // Re-laid once at load for the decode kernels (PackedMatrix::lanes); the caller may then let go
     // of the source bytes (WeightStore drops their pages from memory).
     auto lanes = std::make_shared<PackedLanes>();
     pm = relayout_lanes(pm, *lanes);
     keep = std::move(lanes);
+    q8 = q8_on && best.supports_q8(pm);  // code books: on wide (int16) activations where the variant has them
   }
   l.packed.push_back({pm, q8 || best.supports(pm) ? &best : &packed_kernels_ref(), q8, std::move(keep)});
   return l;
@@ -297,18 +298,18 @@ uint64_t next_acts_call() {
 
 const QActs& caller_acts(const PackedSegment& seg, const float* x, size_t k, uint64_t call) {
   struct Acts {
-    bool nibble;
+    bool nibble, wide;
     int64_t group;
     uint64_t call;  // the product it holds
     QActs a;
   };
   thread_local std::vector<std::unique_ptr<Acts>> cache;  // the calling thread's (kept: no allocation per call)
-  const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;
+  const bool wide = is_code_book(seg.m), nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes && !wide;
   const int64_t G = std::min(seg.m.group, seg.m.cols);
   Acts* a = nullptr;
   for (const auto& c : cache)
-    if (c->nibble == nibble && c->group == G) a = c.get();
-  if (!a) a = cache.emplace_back(std::make_unique<Acts>(Acts{nibble, G, 0, {}})).get();
+    if (c->nibble == nibble && c->wide == wide && c->group == G) a = c.get();
+  if (!a) a = cache.emplace_back(std::make_unique<Acts>(Acts{nibble, wide, G, 0, {}})).get();
   if (a->call != call) {
     quantize_token_acts(seg, x, k, a->a);
     a->call = call;
@@ -415,8 +416,10 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
 }  // namespace
 
 void quantize_token_acts(const PackedSegment& seg, const float* x, size_t k, QActs& out) {
-  const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;  // row-major U4 reads nibble order
   const int64_t G = std::min(seg.m.group, seg.m.cols);
+  if (is_code_book(seg.m))  // int16 activations against the table as int16
+    return (seg.kernels->quantize_acts_wide ? seg.kernels->quantize_acts_wide : quantize_acts_wide)(x, 1, k, int64_t(k), G, out);
+  const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;  // row-major U4 reads nibble order
   (seg.kernels->quantize_acts ? seg.kernels->quantize_acts : quantize_acts)(x, 1, k, int64_t(k), G, nibble, out);
 }
 
@@ -427,6 +430,7 @@ void prefetch_lines(const void* p, size_t bytes) {
 
 void prefetch_acts(const QActs& a) {
   prefetch_lines(a.q.data(), a.q.size());
+  prefetch_lines(a.q16.data(), a.q16.size() * sizeof(int16_t));
   prefetch_lines(a.scale.data(), a.scale.size() * sizeof(float));
   prefetch_lines(a.zsum.data(), a.zsum.size() * sizeof(float));
   prefetch_lines(a.sum_x.data(), a.sum_x.size() * sizeof(float));

@@ -186,6 +186,55 @@ inline int64_t q_position(int64_t c, bool nibble_order) {
 
 int8_t QActs::at(size_t i, int64_t c) const { return q[i * size_t(stride) + size_t(q_position(c, nibble_order))]; }
 
+namespace {
+// Where column c sits in a token's row of QActs::q16: columns 0 2 4 6 1 3 5 7 of each 8.
+inline int64_t q16_position(int64_t c) { return (c & ~int64_t(7)) + (c & 1) * 4 + ((c & 7) >> 1); }
+// v rounded half away from zero (as the vector variants do: v ± 0.5, truncated).
+inline int round_away(float v) { return int(v + (v >= 0 ? 0.5f : -0.5f)); }
+}  // namespace
+
+int16_t QActs::at16(size_t i, int64_t c) const { return q16[i * size_t(stride) + size_t(q16_position(c))]; }
+
+float code_book_i16(const PackedMatrix& w, int16_t out[16]) {
+  float m = 0;
+  for (int c = 0; c < 16; ++c) m = std::max(m, std::fabs(w.lut[c]));
+  const float inv = m > 0 ? float(kCodeBookI16Max) / m : 0.0f;
+  for (int c = 0; c < 16; ++c) out[c] = int16_t(std::clamp(round_away(w.lut[c] * inv), -kCodeBookI16Max, kCodeBookI16Max));
+  return m / float(kCodeBookI16Max);
+}
+
+void prepare_acts_wide(size_t m, int64_t cols, int64_t group, QActs& a) {
+  if (cols % 8 != 0) fail("quantize_acts_wide: {} columns are not a multiple of 8", cols);
+  prepare_acts(m, cols, group, false, a);
+  a.q.clear();
+  a.wide = true;
+  a.q16.assign(m * size_t(a.stride), 0);
+}
+
+void quantize_acts_wide(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, QActs& a) {
+  constexpr int64_t B = QActs::kBlock;
+  prepare_acts_wide(m, cols, group, a);
+  const int64_t G = a.group;
+  for (size_t i = 0; i < m; ++i) {
+    const float* xi = x + i * ldx;
+    int16_t* qi = a.q16.data() + i * size_t(a.stride);
+    for (int64_t k = 0; k * B < cols; ++k) {
+      const int64_t c0 = k * B, c1 = std::min(c0 + B, cols);
+      float absmax = 0;
+      for (int64_t c = c0; c < c1; ++c) absmax = std::max(absmax, std::fabs(xi[c]));
+      const float inv = absmax > 0 ? float(QActs::kWideMax) / absmax : 0.0f;
+      for (int64_t c = c0; c < c1; ++c)
+        qi[q16_position(c)] = int16_t(std::clamp(round_away(xi[c] * inv), -QActs::kWideMax, QActs::kWideMax));
+      a.scale[i * size_t(a.blocks) + size_t(k)] = absmax / float(QActs::kWideMax);
+    }
+    for (int64_t g = 0; g < a.groups; ++g) {
+      float sum = 0;
+      for (int64_t c = g * G; c < std::min((g + 1) * G, cols); ++c) sum += xi[c];
+      a.sum_x[i * size_t(a.groups) + size_t(g)] = sum;
+    }
+  }
+}
+
 void prepare_acts(size_t m, int64_t cols, int64_t group, bool nibble_order, QActs& a) {
   constexpr int64_t B = QActs::kBlock;
   const int64_t G = group > 0 ? std::min(group, cols) : cols;
@@ -198,6 +247,8 @@ void prepare_acts(size_t m, int64_t cols, int64_t group, bool nibble_order, QAct
   if (nibble_order) a.blocks = (cols + QActs::kChunk - 1) / QActs::kChunk * (QActs::kChunk / B);
   a.stride = a.blocks * B;
   a.nibble_order = nibble_order;
+  a.wide = false;
+  a.q16.clear();
   a.q.assign(m * size_t(a.stride), 0);
   a.scale.assign(m * size_t(a.blocks), 0.0f);
   a.zsum.assign(m * size_t(a.groups), 0.0f);
@@ -247,7 +298,7 @@ namespace {
 
 bool ref_supports(const PackedMatrix&) { return true; }
 
-bool ref_supports_q8(const PackedMatrix& w) { return w.int_zero >= 0; }
+bool ref_supports_q8(const PackedMatrix& w) { return w.int_zero >= 0 || is_code_book(w); }
 
 // Sums in double: the oracle should carry less rounding than anything it judges.
 void ref_matvec(const PackedMatrix& w, const float* x, size_t m, size_t ldx, int64_t r0, int64_t r1, float* y,
@@ -271,6 +322,30 @@ void ref_matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1
                    bool accumulate) {
   constexpr int64_t B = QActs::kBlock;
   const int64_t G = a.group;
+  if (a.wide != is_code_book(w))
+    fail("matmul_q8: {} activations for a {} matrix with {}", a.wide ? "wide" : "int8", packed_kind_name(w.kind),
+         is_code_book(w) ? "a code book" : "an integer table");
+  if (a.wide) {
+    int16_t lut[16];
+    const float f = code_book_i16(w, lut);
+    for (size_t i = 0; i < a.m; ++i)
+      for (int64_t r = r0; r < r1; ++r) {
+        float acc = 0;
+        for (int64_t g = 0; g < a.groups; ++g) {
+          float gsum = 0;
+          for (int64_t k = (g * G) / B; k < (std::min((g + 1) * G, w.cols) + B - 1) / B; ++k) {
+            int32_t s = 0;
+            for (int64_t c = k * B; c < std::min((k + 1) * B, w.cols); ++c) s += int32_t(lut[packed_code_at(w, r, c)]) * a.at16(i, c);
+            gsum += a.scale[i * size_t(a.blocks) + size_t(k)] * f * float(s);
+          }
+          const size_t wg = w.param_index(r, g), ag = i * size_t(a.groups) + size_t(g);
+          acc += w.scale_at(wg) * gsum + (w.has_offset() ? w.offset_at(wg) * a.sum_x[ag] : 0.0f);
+        }
+        float& out = y[i * ldy + size_t(r - r0)];
+        out = accumulate ? out + acc : acc;
+      }
+    return;
+  }
   for (size_t i = 0; i < a.m; ++i)
     for (int64_t r = r0; r < r1; ++r) {
       float acc = 0;

@@ -71,7 +71,7 @@ struct LinearWeights {
 };
 
 // One token x[k] quantized for seg's integer path (kernels->matmul_q8): its group, its variant's
-// quantize_acts (the reference where it has none).
+// quantize_acts (the reference where it has none); the wide form (int16) for a code book.
 void quantize_token_acts(const PackedSegment& seg, const float* x, size_t k, QActs& out);
 // Asks for every 64-byte line of [p, p + bytes) at once (T0), and for all of a's lines: data another
 // core has just written, read in a kernel's order one line at a time as it needs them, is a miss in

@@ -122,12 +122,36 @@ struct QActs {
   std::vector<float> scale;   // [m][blocks]
   std::vector<float> zsum, sum_x;  // [m][groups]
   int8_t at(size_t i, int64_t c) const;  // q of token i, column c (undoing nibble_order)
+
+  // The wide form, for U4 code books (NF4, FP4: tables no integer reproduces) in the lanes layout:
+  // int16 activations, scale_k = absmax / kWideMax, q16 = round(x / scale_k) in [-kWideMax,
+  // kWideMax], against the table as int16 (code_book_i16: lut ≈ lut16·f), so that
+  //   Σ_c W[r][c] x[c] ≈ Σ_g [ s_g·Σ_k (scale_k·f)·(Σ_{c∈k} lut16[code_c]·q16_c) + offset_g·sum_x_g ].
+  // |lut16| ≤ 8191 and |q16| ≤ 4095 keep a block's 64 products within int32 (vpdpwssd sums them).
+  // Rounding: 6e-5 of the table's largest entry per weight (the same for every weight of a code),
+  // 1.2e-4 of the block's largest activation per activation; int8 activations (1/254) would be 30x
+  // coarser. Within each 8 columns (a lanes unit) q16 holds columns 0 2 4 6 1 3 5 7: the pairs
+  // (0, 2) (4, 6) (1, 3) (5, 7) that vpdpwssd multiplies against the unit's codes looked up at
+  // nibble shifts 0, 4, 8, 12 of each 16-bit half. q and zsum are left empty / zero.
+  static constexpr int kWideMax = 4095;
+  bool wide = false;
+  std::vector<int16_t> q16;   // [m][stride]
+  int16_t at16(size_t i, int64_t c) const;  // q16 of token i, column c (undoing the pair order)
 };
 // x[i * ldx + c] for i < m, c < cols -> out; `group`: the weights' group (a multiple of 64, or >= cols).
 // The reference; PackedKernels::quantize_acts is the fastest the variant has.
 void quantize_acts(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, bool nibble_order, QActs& out);
 // Sizes and zeroes `out` for m tokens of `cols` (checks the group): the part every variant shares.
 void prepare_acts(size_t m, int64_t cols, int64_t group, bool nibble_order, QActs& out);
+// The wide form (QActs::wide; cols a multiple of 8): the reference, and its sizing.
+void quantize_acts_wide(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, QActs& out);
+void prepare_acts_wide(size_t m, int64_t cols, int64_t group, QActs& out);
+// A U4 code book's table as int16 for the wide form: out[c] = round(lut[c]·8191 / max|lut|) (half
+// away from zero); returns f = max|lut| / 8191 (0 for an all-zero table).
+constexpr int kCodeBookI16Max = 8191;
+float code_book_i16(const PackedMatrix& w, int16_t out[16]);
+// Whether w is a U4 code book (int_zero < 0: no integer path of its own).
+inline bool is_code_book(const PackedMatrix& w) { return w.kind == PackedKind::U4 && w.int_zero < 0; }
 
 struct PackedKernels {
   const char* name;
@@ -139,7 +163,8 @@ struct PackedKernels {
   // out[(r - r0) * cols + c] = W[r][c] for r in [r0, r1): a tile of rows as float32 (for prefill).
   void (*dequant)(const PackedMatrix& w, int64_t r0, int64_t r1, float* out);
   // The integer path (nullptr where a variant has none): whether it takes w (int_zero >= 0 and
-  // groups it can step through), and y[i * ldy + (r - r0)] (= or +=) the q8-activation product above.
+  // groups it can step through, or a code book the variant takes wide activations for), and
+  // y[i * ldy + (r - r0)] (= or +=) the q8-activation product above (wide for code books).
   bool (*supports_q8)(const PackedMatrix& w) = nullptr;
   void (*matmul_q8)(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy,
                     bool accumulate) = nullptr;
@@ -150,6 +175,8 @@ struct PackedKernels {
   // Whether every entry point takes the lanes layout (PackedMatrix::lanes; the reference does, with
   // activations in natural order for matmul_q8).
   bool takes_lanes = false;
+  // quantize_acts_wide, bit for bit as the reference's q16 and scale (nullptr: the reference).
+  void (*quantize_acts_wide)(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, QActs& out) = nullptr;
 };
 
 const PackedKernels& packed_kernels_ref();

@@ -14,6 +14,7 @@
 // prefetched in address order; tokens are the outer loop so a work item's rows stay in cache while
 // activations stream. Compiled with its own ISA flags.
 #include "intrinsics.h"
+#include "lanes_avx512.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -26,16 +27,13 @@ namespace lowbit {
 
 namespace {
 
+// Integer tables in either layout; code books in the lanes layout (wide activations).
 bool supports_q8(const PackedMatrix& w) {
-  return w.int_zero >= 0 && (w.group >= w.cols || (w.group > 0 && w.group % 64 == 0));
+  return (w.int_zero >= 0 && (w.group >= w.cols || (w.group > 0 && w.group % 64 == 0))) || (w.lanes && is_code_book(w));
 }
 
 // A group's scale or offset, float32 or float16 (PackedMatrix).
 inline float param_at(const float* f32, const uint16_t* f16, size_t i) { return f16 ? _cvtsh_ss(f16[i]) : f32[i]; }
-// 16 of them from i (masked), as float32 lanes.
-inline __m512 params16(const float* f32, const uint16_t* f16, size_t i, __mmask16 m) {
-  return f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, f16 + i)) : _mm512_maskz_loadu_ps(m, f32 + i);
-}
 
 inline __m512i load_u8(const uint8_t* row, int64_t k, int64_t cols) {
   const int64_t left = cols - 64 * k;  // columns from this chunk to the end of the row
@@ -265,25 +263,8 @@ void quantize_acts_vnni(const float* x, size_t m, size_t ldx, int64_t cols, int6
 // ---- The lanes layout (PackedMatrix::lanes): 16 rows in the 16 lanes of a register. ----
 // Per 64-byte unit: U8 holds 4 columns of 16 rows (one vpdpbusd against a broadcast of 4 activation
 // bytes); U4 holds 8, its low nibbles columns 0-3 and its high ones 4-7 (two). Four accumulators
-// keep the dot products' latency hidden. Activations are in natural order.
-// Prefetch: each line into L2 4 KB ahead, and, when that line starts a 4 KB page, the first line of
-// the page 12 KB ahead too: the hardware's L2 stream prefetcher stops at 4 KB page boundaries (on
-// 2 MB pages too) and restarts only after misses in the new page; touching each page early keeps it
-// streaming. Interleaved A/B of a decode step's 89 matrices against a read pass in one process
-// (bench/NOTES.md, 11th session): per-line prefetch alone (NTA or T1, 4-8 KB) streamed at 57-74 %
-// of the read, with the page touch 76-82 % (a plain sum through the same work items: 84-93 %).
-// Prefetches go into L1 (T0): against a copy of this kernel in the same process (14th session), T1
-// stalled on the prefetch instructions themselves in some code layouts (2/3 of the samples on one
-// prefetcht1; 46 % of the read against 82 % for the same loop laid out otherwise), T0 did not in any
-// (81-87 %). The int4 loop is that sensitive to how the compiler lays this file out: keeping T1 for U8
-// alone (a template on the hint) took the library's int4 kernel from 0.97 to 0.83 of the copy; check
-// any change here with that harness (bench/NOTES.md).
-constexpr int64_t kLanesAhead = 4096, kPageAhead = 12288;
-
-inline void prefetch_stream(const char* line) {
-  _mm_prefetch(line + kLanesAhead, _MM_HINT_T0);
-  touch_page_ahead(line + kLanesAhead, kPageAhead - kLanesAhead);
-}
+// keep the dot products' latency hidden. Activations are in natural order. Prefetching: see
+// lanes_avx512.h.
 
 inline __m512i broadcast4(const int8_t* p) {
   int32_t v;
@@ -372,27 +353,6 @@ inline __m512 lanes_block(const PackedMatrix& w, const QActs& a, int64_t b, size
   return acc;
 }
 
-// Lanes [lo, hi) of v (rows 16b + lane) into y[(row - r0)] (= or +=).
-inline void store_lanes(__m512 v, int64_t base, int64_t lo, int64_t hi, int64_t r0, float* y, bool accumulate) {
-  if (lo == base && hi == base + 16) {
-    float* o = y + (base - r0);
-    _mm512_storeu_ps(o, accumulate ? _mm512_add_ps(_mm512_loadu_ps(o), v) : v);
-    return;
-  }
-  alignas(64) float t[16];
-  _mm512_store_ps(t, v);
-  for (int64_t r = lo; r < hi; ++r) y[r - r0] = accumulate ? y[r - r0] + t[r - base] : t[r - base];
-}
-
-// The first bytes of the stream of the block holding row r0, which no earlier step prefetched (a
-// work item starts a new stream), and its pages up to kPageAhead.
-inline void prefetch_item_start(const PackedMatrix& w, int64_t r0) {
-  const char* first = reinterpret_cast<const char*>(w.data + size_t((r0 / 16) * (w.cols / w.unit_cols())) * 64);
-  for (int64_t line = 0; line < kLanesAhead; line += 64) _mm_prefetch(first + line, _MM_HINT_T0);
-  const char* page = first - (reinterpret_cast<uintptr_t>(first) & 4095);
-  for (int64_t at = 4096; at < kPageAhead; at += 4096) _mm_prefetch(page + at, _MM_HINT_T1);
-}
-
 template <bool U4, LanesParams P>
 void lanes_rows(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy, bool accumulate) {
   for (size_t i = 0; i < a.m; ++i)
@@ -403,6 +363,7 @@ void lanes_rows(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, f
 void matmul_lanes(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float* y, size_t ldy, bool accumulate) {
   // Activations in another order: the reference, which reads any (QActs::at).
   if (a.nibble_order) return packed_kernels_ref().matmul_q8(w, a, r0, r1, y, ldy, accumulate);
+  if (a.wide || is_code_book(w)) return matmul_lanes_wide(w, a, r0, r1, y, ldy, accumulate);
   prefetch_item_start(w, r0);
   if (w.kind != PackedKind::U4) return lanes_rows<false, LanesParams::kAny>(w, a, r0, r1, y, ldy, accumulate);
   switch (lanes_params_of(w)) {
@@ -560,6 +521,7 @@ const PackedKernels& packed_kernels_avx512vnni() {
     v.supports_q8 = supports_q8;
     v.matmul_q8 = matmul_q8;
     v.quantize_acts = quantize_acts_vnni;
+    v.quantize_acts_wide = quantize_acts_wide_avx512;
     return v;
   }();
   return k;

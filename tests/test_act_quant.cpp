@@ -53,7 +53,7 @@ float static_reference(const LinearWeights& w, const float* x, int64_t r) {
   for (int64_t c = 0; c < w.cols; ++c) {
     const float v = std::clamp(x[c] / w.act_scale, -127.0f, 127.0f);
     const int q = int(std::lround(v));
-    sum += int64_t(q) * w.q8[size_t(r * w.cols + c)];
+    sum += int64_t(q) * w.q8_at(r, c);
   }
   return w.act_scale * w.q8_scale[size_t(r)] * float(sum);
 }

@@ -118,5 +118,41 @@ TEST(KernelsQ8Dyn, ZeroRowsAndFusion) {
   EXPECT_THROW(a.append_rows(f), Error);
 }
 
+// The VNNI layout is the only copy of the weights: every weight reads back through q8_at, row_f32
+// and a fusion of parts whose rows do not fill their last block of 16 (and widths not a multiple of 4).
+TEST(KernelsQ8Dyn, WeightsReadBackFromTheirOnlyCopy) {
+  for (int64_t cols : {5, 8, 37}) {
+    const int64_t r1 = 19, r2 = 7;
+    auto values = [&](int64_t rows, int salt) {
+      std::vector<int8_t> q(size_t(rows * cols));
+      for (size_t i = 0; i < q.size(); ++i) q[i] = int8_t(int((i * 37 + size_t(salt)) % 255) - 127);
+      return q;
+    };
+    const std::vector<int8_t> qa = values(r1, 1), qb = values(r2, 2);
+    std::vector<float> sa(static_cast<size_t>(r1)), sb(static_cast<size_t>(r2));
+    for (size_t r = 0; r < sa.size(); ++r) sa[r] = 0.25f + float(r);
+    for (size_t r = 0; r < sb.size(); ++r) sb[r] = 0.5f + float(r);
+    LinearWeights w = LinearWeights::from_q8(qa, sa, r1, cols);
+    w.append_rows(LinearWeights::from_q8(qb, sb, r2, cols));
+    ASSERT_EQ(w.rows, r1 + r2);
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const int8_t* want = r < r1 ? &qa[size_t(r * cols)] : &qb[size_t((r - r1) * cols)];
+      const float s = r < r1 ? sa[size_t(r)] : sb[size_t(r - r1)];
+      int32_t sum = 0;
+      w.row_f32(r, row.data());
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(w.q8_at(r, c), want[c]) << cols << " " << r << "," << c;
+        ASSERT_EQ(row[size_t(c)], float(want[c]) * s);
+        sum += want[c];
+      }
+      ASSERT_EQ(w.q8_rowsum[size_t(r)], sum);
+    }
+    EXPECT_EQ(w.q8_vnni.size(), size_t(w.rows_padded() * w.cols_padded()));  // no second copy
+    EXPECT_EQ(w.bytes(), w.q8_vnni.size() + 8 * size_t(w.rows));
+  }
+  EXPECT_THROW(LinearWeights::from_q8(std::vector<int8_t>(5), std::vector<float>(1), 2, 3), Error);
+}
+
 }  // namespace
 }  // namespace lowbit

@@ -242,5 +242,52 @@ TEST(QuantizedCheckpoint, RejectsMalformed) {
   }
 }
 
+// A code the format never writes (symmetric: code 0), anywhere in a loaded linear weight, is refused
+// with its tensor and position, on every loader: int8 and int4-sym (packed, 8- and 4-bit codes, an
+// odd width so the last byte's high nibble is padding) and int8-dyn (its VNNI copy). Good codes load.
+TEST(QuantizedCheckpoint, RefusesCodesTheFormatNeverWrites) {
+  const int64_t rows = 37, cols = 131;
+  std::vector<float> w(size_t(rows * cols));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(float(i) * 0.7f);
+  for (const char* scheme : {"int8", "int4-sym", "int8-dyn"}) {
+    const Scheme& s = find_scheme(scheme);
+    QuantSpec spec = s.spec;
+    if (std::string(scheme) == "int4-sym") spec.group = 0;  // one group per row: any width
+    const QuantizedTensor q = find_format(s.format).quantize(w.data(), rows, cols, spec);
+    nlohmann::json meta = {{"format", q.format}, {"bits", spec.bits}, {"group", spec.group}, {"shape", {rows, cols}},
+                           {"dtype", "F32"}, {"scheme", scheme}};
+    const int bits = spec.bits;
+    // (row, column) of the planted code: a middle one, the last (for 4 bits, the last odd-width
+    // row's low nibble), and the padding nibble, which is not a code and must be ignored.
+    struct Plant { int64_t r, c; bool padding; };
+    const std::vector<Plant> plants = {{20, 77, false}, {rows - 1, cols - 1, false}, {5, cols, true}};
+    for (const Plant& pl : plants) {
+      if (pl.padding && bits == 8) continue;
+      SCOPED_TRACE(fmt::format("{} [{}, {}]", scheme, pl.r, pl.c));
+      const fs::path dir = test::temp_dir(std::string("codes_") + scheme);
+      SafetensorsWriter wr;
+      wr.set_metadata("lowbit.quant.x.weight", meta.dump());
+      for (const auto& p : q.parts) {
+        std::vector<uint8_t> bytes = p.bytes;
+        if (p.suffix == "q") {
+          const size_t row_bytes = packed_bytes(cols, bits);
+          uint8_t& b = bytes[size_t(pl.r) * row_bytes + size_t(bits == 8 ? pl.c : pl.c / 2)];
+          if (bits == 8) b = 0;
+          else b = pl.c % 2 ? uint8_t(b & 0x0F) : uint8_t(b & 0xF0);
+        }
+        wr.add("x.weight." + p.suffix, p.dtype, p.shape, bytes.data(), bytes.size());
+      }
+      wr.write(dir / "model.safetensors");
+      WeightStore ws(dir);
+      if (pl.padding) {
+        EXPECT_NO_THROW(ws.load_linear("x.weight", {rows, cols}));
+        continue;
+      }
+      test::expect_error([&] { ws.load_linear("x.weight", {rows, cols}); },
+                         {"x.weight", "code 0", fmt::format("[{}, {}]", pl.r, pl.c)});
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lowbit

@@ -74,6 +74,10 @@ void pack_bits(const uint8_t* codes, int64_t n, int bits, uint8_t* out) {
 // Reads exactly packed_bytes(n, bits) bytes.
 void unpack_bits(const uint8_t* packed, int64_t n, int bits, uint8_t* codes) {
   (void)packed_bytes(n, bits);  // checks bits and n
+  if (bits == 8) {  // one code per byte
+    std::memcpy(codes, packed, size_t(n));
+    return;
+  }
   const unsigned mask = (1u << bits) - 1;
   uint64_t acc = 0;
   int filled = 0;

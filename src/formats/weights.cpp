@@ -2,6 +2,7 @@
 #include "lowbit/io/json.h"
 
 #include <cmath>
+#include <cstring>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
@@ -235,11 +236,24 @@ LinearWeights WeightStore::load_linear_packed(const LogicalTensor& t, const std:
   m.data = codes.data;
   m.row_bytes = size_t(codes_shape[1]);
   if (params.invalid_code >= 0)  // a code the format never writes: corrupt, refused here as dequantize would
-    for (int64_t r = 0; r < m.rows; ++r)
-      for (int64_t c = 0; c < m.cols; ++c)
-        if (packed_code(m, m.data + size_t(r) * m.row_bytes, c) == params.invalid_code)
-          fail("{}: quantized tensor '{}' ({}): part 'q' has code {} at [{}, {}], which the format never writes",
-               dir().string(), t.name, t.format, params.invalid_code, r, c);
+    for (int64_t r = 0; r < m.rows; ++r) {
+      // A pass without branches finds whether the row has one (a call per code was half of a load).
+      const uint8_t* row = m.data + size_t(r) * m.row_bytes;
+      const uint8_t k = uint8_t(params.invalid_code);
+      bool any = false;
+      if (bits == 8) {
+        for (size_t i = 0; i < m.row_bytes; ++i) any |= row[i] == k;
+      } else {  // two codes per byte, low nibble first; an odd row's last high nibble is padding
+        const size_t whole = size_t(m.cols / 2);
+        for (size_t i = 0; i < whole; ++i) any |= ((row[i] & 15) == k) | ((row[i] >> 4) == k);
+        if (m.cols % 2) any |= (row[whole] & 15) == k;
+      }
+      if (any)
+        for (int64_t c = 0; c < m.cols; ++c)
+          if (packed_code(m, row, c) == params.invalid_code)
+            fail("{}: quantized tensor '{}' ({}): part 'q' has code {} at [{}, {}], which the format never writes",
+                 dir().string(), t.name, t.format, params.invalid_code, r, c);
+    }
   // Per tensor (one parameter): one group per row, the parameter repeated.
   const bool per_tensor = params.scale.size() == 1 && m.rows > 1;
   m.group = t.spec.group > 0 ? t.spec.group : m.cols;
@@ -292,6 +306,7 @@ LinearWeights WeightStore::load_linear(const std::string& name, const std::vecto
       fail("{}: tensor '{}' has shape [{}], expected [{}]", dir().string(), name, fmt::join(t.shape, ", "),
            fmt::join(stored, ", "));
     QuantizedTensor q = load_quantized(name);
+    for (const auto& part : parts_.at(name)) store_->release(part);  // copied: the map's pages can go
     if ((q.format != "symmetric" && !llm_int8) || q.spec.bits != 8 || q.spec.group != 0 || q.rows != out_in[0] ||
         q.cols != out_in[1])
       fail("{}: tensor '{}' is marked {} but is not 8-bit symmetric per row [{}, {}]", dir().string(), name, t.scheme,
@@ -300,23 +315,35 @@ LinearWeights WeightStore::load_linear(const std::string& name, const std::vecto
       fail("{}: tensor '{}' is marked w8a8 but its metadata '{}{}' has no 'act_scale' (the calibrated activation "
            "scale); re-quantize it with lowbit quantize --scheme w8a8",
            dir().string(), name, kQuantMetaPrefix, name);
-    std::vector<float> check(size_t(q.rows * q.cols));
+    // Every part validated as dequantize would, without a float copy of the tensor (4 bytes per
+    // weight: it was most of the load time): the parameters by code_params, the codes here.
+    // LLM.int8()'s outlier parts are checked by its dequantize.
+    std::vector<float> s;
     try {
-      find_format(q.format).dequantize(q, check.data());  // validates every part
+      if (llm_int8) {
+        std::vector<float> check(size_t(q.rows * q.cols));
+        find_format(q.format).dequantize(q, check.data());
+        const QuantPart& scale = *q.find("scale");
+        s.resize(size_t(q.rows));
+        convert_to_f32(scale.dtype, scale.bytes.data(), s.data(), s.size());
+      } else {
+        s = find_format(q.format).code_params(q).scale;
+      }
     } catch (const Error& e) {
       fail("{}: quantized tensor '{}' ({}): {}", dir().string(), name, q.format, e.what());
     }
-    const QuantPart& codes = *q.find("q");
-    const QuantPart& scale = *q.find("scale");
-    std::vector<uint8_t> u(size_t(q.rows * q.cols));
-    const size_t row_bytes = packed_bytes(q.cols, 8);
-    for (int64_t r = 0; r < q.rows; ++r)
-      unpack_bits(codes.bytes.data() + size_t(r) * row_bytes, q.cols, 8, u.data() + size_t(r * q.cols));
-    std::vector<int8_t> w(u.size());
-    for (size_t i = 0; i < u.size(); ++i) w[i] = int8_t(int(u[i]) - 128);
-    std::vector<float> s(size_t(q.rows));
-    convert_to_f32(scale.dtype, scale.bytes.data(), s.data(), s.size());
-    LinearWeights l = LinearWeights::from_q8(std::move(w), std::move(s), q.rows, q.cols);
+    const QuantPart* codes = q.find("q");
+    const std::vector<int64_t> codes_shape{q.rows, q.cols};
+    if (!codes || codes->dtype != DType::U8 || codes->shape != codes_shape || s.size() != size_t(q.rows))
+      fail("{}: quantized tensor '{}' ({}): part 'q' is missing or not U8 [{}] with one scale per row", dir().string(),
+           name, q.format, fmt::join(codes_shape, ", "));
+    if (!llm_int8)  // (LLM.int8()'s codes were checked by its dequantize)
+      if (const void* z = std::memchr(codes->bytes.data(), 0, codes->bytes.size())) {
+        const int64_t i = static_cast<const uint8_t*>(z) - codes->bytes.data();
+        fail("{}: quantized tensor '{}' ({}): part 'q' has code 0 at [{}, {}], outside 1..255 for 8 bits",
+             dir().string(), name, q.format, i / q.cols, i % q.cols);
+      }
+    LinearWeights l = LinearWeights::from_q8_codes(codes->bytes.data(), std::move(s), q.rows, q.cols);
     if (t.scheme == "w8a8") l.act_scale = t.act_scale;
     if (llm_int8) {
       LlmInt8Outliers o = llm_int8_outliers(q);  // validated by dequantize above

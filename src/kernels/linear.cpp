@@ -68,23 +68,59 @@ const char* bf16_gemm_best_name() {
 }
 
 uint64_t LinearWeights::bytes() const {
-  // What a pass over the weights reads: int8-dyn runs on q8_vnni (q8 is the reference's copy).
-  uint64_t n = f32.size() * 4 + q8_scale.size() * 4 + q8_rowsum.size() * 4 + (q8_vnni.empty() ? q8.size() : q8_vnni.size());
+  // What a pass over the weights reads.
+  uint64_t n = f32.size() * 4 + q8_scale.size() * 4 + q8_rowsum.size() * 4 + q8_vnni.size();
   for (const auto& s : packed) n += s.m.bytes();
   return n;
 }
 
 namespace {
 
-// q8 [rows][cols] -> q8_vnni (see linear.h).
-void pack_vnni(LinearWeights& l) {
-  const int64_t rp = l.rows_padded(), kq = l.cols_padded() / 4;
-  l.q8_vnni.assign(size_t(rp * kq * 4), 0);
-  for (int64_t r = 0; r < l.rows; ++r)
-    for (int64_t c = 0; c < l.cols; ++c) {
-      const int64_t block = r / 16, lane = r % 16, quad = c / 4, byte = c % 4;
-      l.q8_vnni[size_t(((block * kq + quad) * 16 + lane) * 4 + byte)] = l.q8[size_t(r * l.cols + c)];
-    }
+// f(position in q8_vnni, r, c) for every weight of l, in q8_vnni's order (loading a model runs this
+// over every weight: no divisions per element).
+template <class F>
+void for_each_vnni(const LinearWeights& l, F f) {
+  const int64_t kq = l.cols_padded() / 4;
+  size_t at = 0;
+  for (int64_t r0 = 0; r0 < l.rows; r0 += 16)
+    for (int64_t quad = 0; quad < kq; ++quad)
+      for (int64_t r = r0; r < r0 + 16; ++r)
+        for (int64_t c = 4 * quad; c < 4 * quad + 4; ++c, ++at)
+          if (r < l.rows && c < l.cols) f(at, r, c);
+}
+
+// q8 [rows][cols] -> l.q8_vnni (see linear.h) and l.q8_rowsum, from bytes that hold q8 ^ flip (0, or
+// 0x80 for codes stored as q8 + 128). Whole blocks of 16 rows and 4 columns as 16 copies of 4 bytes;
+// the last rows and columns one weight at a time.
+void pack_vnni(LinearWeights& l, const uint8_t* src, uint8_t flip) {
+  l.q8_vnni.assign(size_t(l.rows_padded() * l.cols_padded()), 0);
+  l.q8_rowsum.assign(size_t(l.rows), 0);
+  const int64_t whole_rows = l.rows / 16 * 16, whole_quads = l.cols / 4, kq = l.cols_padded() / 4;
+  const uint32_t flip4 = 0x01010101u * flip;
+  auto q8 = [&](int64_t r, int64_t c) { return int8_t(src[size_t(r * l.cols + c)] ^ flip); };
+  for (int64_t r0 = 0; r0 < whole_rows; r0 += 16)
+    for (int64_t quad = 0; quad < whole_quads; ++quad)
+      for (int64_t j = 0; j < 16; ++j) {
+        uint32_t v;
+        std::memcpy(&v, src + size_t((r0 + j) * l.cols + 4 * quad), 4);
+        v ^= flip4;
+        std::memcpy(&l.q8_vnni[size_t(((r0 / 16 * kq + quad) * 16 + j) * 4)], &v, 4);
+      }
+  for (int64_t r = 0; r < l.rows; ++r) {
+    int32_t sum = 0;
+    for (int64_t c = 0; c < l.cols; ++c) sum += q8(r, c);
+    l.q8_rowsum[size_t(r)] = sum;
+  }
+  auto put = [&](int64_t r, int64_t c) { l.q8_vnni[size_t((((r / 16) * kq + c / 4) * 16 + r % 16) * 4 + c % 4)] = q8(r, c); };
+  for (int64_t r = whole_rows; r < l.rows; ++r)
+    for (int64_t c = 0; c < l.cols; ++c) put(r, c);
+  for (int64_t r = 0; r < whole_rows; ++r)
+    for (int64_t c = 4 * whole_quads; c < l.cols; ++c) put(r, c);
+}
+
+// l's weights row-major into q8 + r0 * cols.. (the inverse of pack_vnni).
+void unpack_vnni(const LinearWeights& l, int8_t* q8, int64_t r0) {
+  for_each_vnni(l, [&](size_t at, int64_t r, int64_t c) { q8[size_t((r0 + r) * l.cols + c)] = l.q8_vnni[at]; });
 }
 
 }  // namespace
@@ -101,12 +137,20 @@ LinearWeights LinearWeights::from_q8(std::vector<int8_t> q, std::vector<float> s
   LinearWeights l;
   l.rows = rows;
   l.cols = cols;
-  l.q8 = std::move(q);
+  if (q.size() != size_t(rows * cols) || scale.size() != size_t(rows))
+    fail("from_q8: {} weights and {} scales for a {} x {} matrix", q.size(), scale.size(), rows, cols);
   l.q8_scale = std::move(scale);
-  l.q8_rowsum.assign(size_t(rows), 0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) l.q8_rowsum[size_t(r)] += l.q8[size_t(r * cols + c)];
-  pack_vnni(l);
+  pack_vnni(l, reinterpret_cast<const uint8_t*>(q.data()), 0);
+  return l;
+}
+
+LinearWeights LinearWeights::from_q8_codes(const uint8_t* codes, std::vector<float> scale, int64_t rows, int64_t cols) {
+  LinearWeights l;
+  l.rows = rows;
+  l.cols = cols;
+  if (scale.size() != size_t(rows)) fail("from_q8_codes: {} scales for {} rows", scale.size(), rows);
+  l.q8_scale = std::move(scale);
+  pack_vnni(l, codes, 0x80);
   return l;
 }
 
@@ -193,7 +237,7 @@ void LinearWeights::row_f32(int64_t r, float* out) const {
     }
   }
   for (int64_t c = 0; c < cols; ++c)
-    out[c] = is_int8() ? float(q8[size_t(r * cols + c)]) * q8_scale[size_t(r)] : f32[size_t(r * cols + c)];
+    out[c] = is_int8() ? float(q8_at(r, c)) * q8_scale[size_t(r)] : f32[size_t(r * cols + c)];
   for (size_t j = 0; j < outlier_cols.size(); ++j) out[outlier_cols[j]] = outlier_w[size_t(r) * outlier_cols.size() + j];
 }
 
@@ -218,12 +262,24 @@ void LinearWeights::append_rows(const LinearWeights& o) {
          "outlier columns); quantize them with one scheme",
          act_scale, o.act_scale, outlier_cols.size(), o.outlier_cols.size());
   outlier_w.insert(outlier_w.end(), o.outlier_w.begin(), o.outlier_w.end());
-  rows += o.rows;
   f32.insert(f32.end(), o.f32.begin(), o.f32.end());
-  q8.insert(q8.end(), o.q8.begin(), o.q8.end());
-  q8_scale.insert(q8_scale.end(), o.q8_scale.begin(), o.q8_scale.end());
-  q8_rowsum.insert(q8_rowsum.end(), o.q8_rowsum.begin(), o.q8_rowsum.end());
-  if (is_int8()) pack_vnni(*this);
+  if (is_int8() && rows % 16 == 0) {  // whole blocks of 16 rows: the layouts follow one another
+    q8_vnni.insert(q8_vnni.end(), o.q8_vnni.begin(), o.q8_vnni.end());
+    q8_rowsum.insert(q8_rowsum.end(), o.q8_rowsum.begin(), o.q8_rowsum.end());
+    q8_scale.insert(q8_scale.end(), o.q8_scale.begin(), o.q8_scale.end());
+    rows += o.rows;
+    return;
+  }
+  if (is_int8()) {  // both row-major for a moment (this one's last block is not whole)
+    std::vector<int8_t> q(size_t((rows + o.rows) * cols));
+    unpack_vnni(*this, q.data(), 0);
+    unpack_vnni(o, q.data(), rows);
+    q8_scale.insert(q8_scale.end(), o.q8_scale.begin(), o.q8_scale.end());
+    rows += o.rows;
+    pack_vnni(*this, reinterpret_cast<const uint8_t*>(q.data()), 0);
+    return;
+  }
+  rows += o.rows;
 }
 
 float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8) {
@@ -244,7 +300,7 @@ void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const LinearWeights& w, size_t
   for (size_t i = 0; i < m; ++i)
     for (size_t r = r0; r < r1; ++r) {
       int32_t s = 0;
-      for (size_t c = 0; c < k; ++c) s += int32_t(u8[i * lda + c]) * int32_t(w.q8[r * k + c]);
+      for (size_t c = 0; c < k; ++c) s += int32_t(u8[i * lda + c]) * int32_t(w.q8_at(int64_t(r), int64_t(c)));
       acc[i * ldc + r] = s;
     }
 }

@@ -36,11 +36,11 @@ struct PackedSegment {
 struct LinearWeights {
   int64_t rows = 0, cols = 0;     // out, in
   std::vector<float> f32;         // [rows][cols] (float)
-  std::vector<int8_t> q8;         // [rows][cols] (int8-dyn)
-  std::vector<float> q8_scale;    // [rows]
+  std::vector<float> q8_scale;    // [rows] (int8-dyn, w8a8, LLM.int8())
   std::vector<int32_t> q8_rowsum;  // Σ_k q8[r][k], for the unsigned-activation form of VNNI
-  // q8 re-laid for vpdpbusd: blocks of 16 rows; per block and per 4 inputs, 64 bytes holding those
-  // 4 inputs of each of the 16 rows. Rows padded to 16 and inputs to 4 with zeros.
+  // The int8 weights q8[r][k] laid out for vpdpbusd: blocks of 16 rows; per block and per 4 inputs,
+  // 64 bytes holding those 4 inputs of each of the 16 rows. Rows padded to 16 and inputs to 4 with
+  // zeros. The only copy (q8_at reads one weight): a row-major one beside it doubled the memory.
   std::vector<int8_t> q8_vnni;
   float act_scale = 0;                 // int8: > 0 a static per-tensor activation scale; 0 per row (dynamic)
   std::vector<int32_t> outlier_cols;   // int8: ascending inputs computed in float (LLM.int8())
@@ -51,14 +51,19 @@ struct LinearWeights {
   std::vector<int64_t> col_parts;
 
   bool is_packed() const { return !packed.empty(); }
-  bool is_int8() const { return !q8.empty(); }
+  bool is_int8() const { return !q8_vnni.empty(); }
   int64_t rows_padded() const { return (rows + 15) / 16 * 16; }
   int64_t cols_padded() const { return (cols + 3) / 4 * 4; }
+  int8_t q8_at(int64_t r, int64_t c) const {  // int8 weight of row r, input c (r < rows, c < cols)
+    return q8_vnni[size_t((((r / 16) * (cols_padded() / 4) + c / 4) * 16 + r % 16) * 4 + c % 4)];
+  }
   uint64_t bytes() const;  // what one pass of the kernels reads (weights, scales)
   // Stacks `other`'s rows under these (fused projections); both of one kind and width.
   void append_rows(const LinearWeights& other);
   static LinearWeights from_f32(std::vector<float> w, int64_t rows, int64_t cols);
   static LinearWeights from_q8(std::vector<int8_t> q, std::vector<float> scale, int64_t rows, int64_t cols);
+  // The same from codes stored as q + 128 (8-bit symmetric checkpoints), read where they lie.
+  static LinearWeights from_q8_codes(const uint8_t* codes, std::vector<float> scale, int64_t rows, int64_t cols);
   // A packed matrix; `keep` owns (or keeps mapped) everything m points to.
   static LinearWeights from_packed(const PackedMatrix& m, std::shared_ptr<const void> keep);
   // This matrix (one packed segment in the lanes layout) as parts over columns [0, b1), [b1, b2), ...,

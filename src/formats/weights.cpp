@@ -130,7 +130,7 @@ const LogicalTensor& WeightStore::get(const std::string& name) const {
   return it->second;
 }
 
-QuantizedTensor WeightStore::load_quantized(const std::string& name) const {
+QuantizedTensor WeightStore::load_quantized(const std::string& name, bool with_codes) const {
   const LogicalTensor& t = get(name);
   if (t.format.empty()) fail("{}: tensor '{}' is not quantized", dir().string(), name);
   QuantizedTensor q;
@@ -140,6 +140,7 @@ QuantizedTensor WeightStore::load_quantized(const std::string& name) const {
   q.rows = t.transposed ? t.shape[1] : t.shape[0];
   q.cols = t.transposed ? t.shape[0] : t.shape[1];
   for (const auto& part : parts_.at(name)) {
+    if (!with_codes && part == name + ".q") continue;
     TensorView v = store_->get(part);
     QuantPart p;
     p.suffix = part.substr(name.size() + 1);
@@ -242,7 +243,7 @@ LinearWeights WeightStore::load_linear_packed(const LogicalTensor& t, const std:
       const uint8_t k = uint8_t(params.invalid_code);
       bool any = false;
       if (bits == 8) {
-        for (size_t i = 0; i < m.row_bytes; ++i) any |= row[i] == k;
+        any = std::memchr(row, k, m.row_bytes) != nullptr;
       } else {  // two codes per byte, low nibble first; an odd row's last high nibble is padding
         const size_t whole = size_t(m.cols / 2);
         for (size_t i = 0; i < whole; ++i) any |= ((row[i] & 15) == k) | ((row[i] >> 4) == k);
@@ -305,8 +306,7 @@ LinearWeights WeightStore::load_linear(const std::string& name, const std::vecto
     if (t.shape != stored)
       fail("{}: tensor '{}' has shape [{}], expected [{}]", dir().string(), name, fmt::join(t.shape, ", "),
            fmt::join(stored, ", "));
-    QuantizedTensor q = load_quantized(name);
-    for (const auto& part : parts_.at(name)) store_->release(part);  // copied: the map's pages can go
+    QuantizedTensor q = load_quantized(name, llm_int8);  // the codes of the others are read in the map
     if ((q.format != "symmetric" && !llm_int8) || q.spec.bits != 8 || q.spec.group != 0 || q.rows != out_in[0] ||
         q.cols != out_in[1])
       fail("{}: tensor '{}' is marked {} but is not 8-bit symmetric per row [{}, {}]", dir().string(), name, t.scheme,
@@ -332,18 +332,23 @@ LinearWeights WeightStore::load_linear(const std::string& name, const std::vecto
     } catch (const Error& e) {
       fail("{}: quantized tensor '{}' ({}): {}", dir().string(), name, q.format, e.what());
     }
-    const QuantPart* codes = q.find("q");
+    const std::string codes_name = name + ".q";
     const std::vector<int64_t> codes_shape{q.rows, q.cols};
-    if (!codes || codes->dtype != DType::U8 || codes->shape != codes_shape || s.size() != size_t(q.rows))
-      fail("{}: quantized tensor '{}' ({}): part 'q' is missing or not U8 [{}] with one scale per row", dir().string(),
-           name, q.format, fmt::join(codes_shape, ", "));
+    if (!store_->has(codes_name) || s.size() != size_t(q.rows))
+      fail("{}: quantized tensor '{}' ({}): part 'q' is missing or the scales are not one per row", dir().string(),
+           name, q.format);
+    const TensorView codes = store_->get(codes_name);
+    if (codes.info->dtype != DType::U8 || codes.info->shape != codes_shape)
+      fail("{}: quantized tensor '{}' ({}): part 'q' is {} [{}], expected U8 [{}]", dir().string(), name, q.format,
+           dtype_name(codes.info->dtype), fmt::join(codes.info->shape, ", "), fmt::join(codes_shape, ", "));
     if (!llm_int8)  // (LLM.int8()'s codes were checked by its dequantize)
-      if (const void* z = std::memchr(codes->bytes.data(), 0, codes->bytes.size())) {
-        const int64_t i = static_cast<const uint8_t*>(z) - codes->bytes.data();
+      if (const void* z = std::memchr(codes.data, 0, codes.bytes())) {
+        const int64_t i = static_cast<const uint8_t*>(z) - codes.data;
         fail("{}: quantized tensor '{}' ({}): part 'q' has code 0 at [{}, {}], outside 1..255 for 8 bits",
              dir().string(), name, q.format, i / q.cols, i % q.cols);
       }
-    LinearWeights l = LinearWeights::from_q8_codes(codes->bytes.data(), std::move(s), q.rows, q.cols);
+    LinearWeights l = LinearWeights::from_q8_codes(codes.data, std::move(s), q.rows, q.cols);
+    for (const auto& part : parts_.at(name)) store_->release(part);  // copied: the map's pages can go
     if (t.scheme == "w8a8") l.act_scale = t.act_scale;
     if (llm_int8) {
       LlmInt8Outliers o = llm_int8_outliers(q);  // validated by dequantize above

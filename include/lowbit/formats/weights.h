@@ -57,7 +57,8 @@ class WeightStore {
   // (an empty `shape` accepts any). Errors name the file and the tensor.
   std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& shape = {}) const;
   // The stored parts of a quantized tensor.
-  QuantizedTensor load_quantized(const std::string& name) const;
+  // (with_codes false: every part but "q", for a caller that reads the codes where they lie.)
+  QuantizedTensor load_quantized(const std::string& name, bool with_codes = true) const;
 
   // A linear layer's weight as [out][in] for the kernels: int8 codes and row scales when it was
   // quantized with "int8-dyn"; packed (computed on where it is stored, in the mapped file) when it

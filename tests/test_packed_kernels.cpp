@@ -316,6 +316,19 @@ TEST(PackedKernelsQ8, EveryVariantMatchesTheReference) {
 
 // Each variant's quantize_acts against the reference: q, block scales and zsum bit for bit, sum_x
 // within float rounding (summed in another order).
+// A variant's group sums of x against the reference's: the same within float rounding (summed in
+// another order).
+void expect_sum_x_near(const QActs& got, const QActs& want, const std::vector<float>& x, size_t ldx, int64_t cols) {
+  ASSERT_EQ(got.sum_x.size(), want.sum_x.size());
+  for (size_t g = 0; g < want.sum_x.size(); ++g) {
+    double mag = 0;
+    const size_t i = g / size_t(want.groups), gi = g % size_t(want.groups);
+    for (int64_t c = int64_t(gi) * want.group; c < std::min<int64_t>(int64_t(gi + 1) * want.group, cols); ++c)
+      mag += std::fabs(x[i * ldx + size_t(c)]);
+    ASSERT_NEAR(got.sum_x[g], want.sum_x[g], 1.2e-7 * double(cols) * mag + 1e-30) << "group " << g;
+  }
+}
+
 TEST(PackedKernelsQ8, QuantizeActsMatchesTheReference) {
   std::mt19937 rng(13);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -343,14 +356,7 @@ TEST(PackedKernelsQ8, QuantizeActsMatchesTheReference) {
             ASSERT_EQ(got.q, want.q);
             ASSERT_EQ(got.scale, want.scale);
             ASSERT_EQ(got.zsum, want.zsum);
-            ASSERT_EQ(got.sum_x.size(), want.sum_x.size());
-            for (size_t g = 0; g < want.sum_x.size(); ++g) {
-              double mag = 0;
-              const size_t i = g / size_t(want.groups), gi = g % size_t(want.groups);
-              for (int64_t c = int64_t(gi) * want.group; c < std::min<int64_t>(int64_t(gi + 1) * want.group, cols); ++c)
-                mag += std::fabs(x[i * ldx + size_t(c)]);
-              ASSERT_NEAR(got.sum_x[g], want.sum_x[g], 1.2e-7 * double(cols) * mag + 1e-30) << "group " << g;
-            }
+            expect_sum_x_near(got, want, x, ldx, cols);
             ++checked;
           }
   }
@@ -401,14 +407,7 @@ TEST(PackedKernelsQ8, QuantizeActsWideMatchesTheReference) {
           ASSERT_EQ(got.groups, want.groups);
           ASSERT_EQ(got.q16, want.q16);
           ASSERT_EQ(got.scale, want.scale);
-          ASSERT_EQ(got.sum_x.size(), want.sum_x.size());
-          for (size_t g = 0; g < want.sum_x.size(); ++g) {
-            double mag = 0;
-            const size_t i = g / size_t(want.groups), gi = g % size_t(want.groups);
-            for (int64_t c = int64_t(gi) * want.group; c < std::min<int64_t>(int64_t(gi + 1) * want.group, cols); ++c)
-              mag += std::fabs(x[i * ldx + size_t(c)]);
-            ASSERT_NEAR(got.sum_x[g], want.sum_x[g], 1.2e-7 * double(cols) * mag + 1e-30) << "group " << g;
-          }
+          expect_sum_x_near(got, want, x, ldx, cols);
           ++checked;
         }
       }

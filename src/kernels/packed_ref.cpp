@@ -325,27 +325,12 @@ void ref_matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1
   if (a.wide != is_code_book(w))
     fail("matmul_q8: {} activations for a {} matrix with {}", a.wide ? "wide" : "int8", packed_kind_name(w.kind),
          is_code_book(w) ? "a code book" : "an integer table");
-  if (a.wide) {
-    int16_t lut[16];
-    const float f = code_book_i16(w, lut);
-    for (size_t i = 0; i < a.m; ++i)
-      for (int64_t r = r0; r < r1; ++r) {
-        float acc = 0;
-        for (int64_t g = 0; g < a.groups; ++g) {
-          float gsum = 0;
-          for (int64_t k = (g * G) / B; k < (std::min((g + 1) * G, w.cols) + B - 1) / B; ++k) {
-            int32_t s = 0;
-            for (int64_t c = k * B; c < std::min((k + 1) * B, w.cols); ++c) s += int32_t(lut[packed_code_at(w, r, c)]) * a.at16(i, c);
-            gsum += a.scale[i * size_t(a.blocks) + size_t(k)] * f * float(s);
-          }
-          const size_t wg = w.param_index(r, g), ag = i * size_t(a.groups) + size_t(g);
-          acc += w.scale_at(wg) * gsum + (w.has_offset() ? w.offset_at(wg) * a.sum_x[ag] : 0.0f);
-        }
-        float& out = y[i * ldy + size_t(r - r0)];
-        out = accumulate ? out + acc : acc;
-      }
-    return;
-  }
+  // Wide activations: the code book as int16 (code_book_i16), its factor f applied with each block's scale.
+  int16_t lut[16] = {};
+  const float f = a.wide ? code_book_i16(w, lut) : 1.0f;
+  auto product = [&](size_t i, int64_t r, int64_t c) {
+    return a.wide ? int32_t(lut[packed_code_at(w, r, c)]) * a.at16(i, c) : int32_t(packed_code_at(w, r, c)) * a.at(i, c);
+  };
   for (size_t i = 0; i < a.m; ++i)
     for (int64_t r = r0; r < r1; ++r) {
       float acc = 0;
@@ -353,12 +338,12 @@ void ref_matmul_q8(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1
         float gsum = 0;
         for (int64_t k = (g * G) / B; k < (std::min((g + 1) * G, w.cols) + B - 1) / B; ++k) {
           int32_t s = 0;
-          for (int64_t c = k * B; c < std::min((k + 1) * B, w.cols); ++c) s += int32_t(packed_code_at(w, r, c)) * a.at(i, c);
-          gsum += a.scale[i * size_t(a.blocks) + size_t(k)] * float(s);
+          for (int64_t c = k * B; c < std::min((k + 1) * B, w.cols); ++c) s += product(i, r, c);
+          gsum += a.scale[i * size_t(a.blocks) + size_t(k)] * f * float(s);
         }
         const size_t wg = w.param_index(r, g), ag = i * size_t(a.groups) + size_t(g);
-        const float s = w.scale_at(wg);
-        acc += s * gsum - float(w.int_zero) * s * a.zsum[ag] + (w.has_offset() ? w.offset_at(wg) * a.sum_x[ag] : 0.0f);
+        const float s = w.scale_at(wg), zterm = a.wide ? 0.0f : float(w.int_zero) * s * a.zsum[ag];
+        acc += s * gsum - zterm + (w.has_offset() ? w.offset_at(wg) * a.sum_x[ag] : 0.0f);
       }
       float& out = y[i * ldy + size_t(r - r0)];
       out = accumulate ? out + acc : acc;

@@ -18,6 +18,29 @@ inline __m512 params16(const float* f32, const uint16_t* f16, size_t i, __mmask1
   return f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, f16 + i)) : _mm512_maskz_loadu_ps(m, f32 + i);
 }
 
+// The activations of block c0.. (n ≤ 64 of them; the rest of the 64 lanes zero) into v[4], added to
+// gsum; returns their largest magnitude. (The int8 and the wide quantizers.)
+inline float load_block64(const float* x, int64_t n, __m512 v[4], __m512& gsum) {
+  __m512 amax = _mm512_setzero_ps();
+  for (int p = 0; p < 4; ++p) {
+    const int64_t left = std::clamp<int64_t>(n - 16 * p, 0, 16);
+    v[p] = _mm512_maskz_loadu_ps(__mmask16((1u << left) - 1), x + 16 * p);
+    gsum = _mm512_add_ps(gsum, v[p]);
+    amax = _mm512_max_ps(amax, _mm512_abs_ps(v[p]));
+  }
+  return _mm512_reduce_max_ps(amax);
+}
+
+// v·inv rounded half away from zero (± 0.5 with the sign of v·inv, truncated), clamped to ±limit:
+// the references' rounding.
+inline __m512i round_away_clamped(__m512 v, __m512 inv, int limit) {
+  const __m512 s = _mm512_mul_ps(v, inv);
+  const __m512i sign = _mm512_set1_epi32(int(0x80000000u)), half = _mm512_castps_si512(_mm512_set1_ps(0.5f));
+  const __m512 pm_half = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(s), sign), half));
+  const __m512i r = _mm512_cvttps_epi32(_mm512_add_ps(s, pm_half));
+  return _mm512_min_epi32(_mm512_max_epi32(r, _mm512_set1_epi32(-limit)), _mm512_set1_epi32(limit));
+}
+
 // Prefetch: each line into L2 4 KB ahead, and, when that line starts a 4 KB page, the first line of
 // the page 12 KB ahead too: the hardware's L2 stream prefetcher stops at 4 KB page boundaries (on
 // 2 MB pages too) and restarts only after misses in the new page; touching each page early keeps it

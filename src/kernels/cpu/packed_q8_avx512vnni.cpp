@@ -209,30 +209,17 @@ void matmul(const PackedMatrix& w, const QActs& a, int64_t r0, int64_t r1, float
 void quantize_token(const float* x, int64_t cols, QActs& a, size_t i) {
   constexpr int64_t B = QActs::kBlock, C = QActs::kChunk;
   int8_t* q = a.q.data() + i * size_t(a.stride);
-  const __m512i sign = _mm512_set1_epi32(int(0x80000000u)), half = _mm512_castps_si512(_mm512_set1_ps(0.5f));
-  const __m512i lo127 = _mm512_set1_epi32(-127), hi127 = _mm512_set1_epi32(127);
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   __m512 gsum = _mm512_setzero_ps();
   for (int64_t k = 0; k * B < cols; ++k) {
-    const int64_t c0 = k * B, n = std::min(B, cols - c0);
+    const int64_t c0 = k * B;
     __m512 v[4];
-    __m512 amax = _mm512_setzero_ps();
-    for (int p = 0; p < 4; ++p) {
-      const int64_t left = std::clamp<int64_t>(n - 16 * p, 0, 16);
-      v[p] = _mm512_maskz_loadu_ps(__mmask16((1u << left) - 1), x + c0 + 16 * p);
-      gsum = _mm512_add_ps(gsum, v[p]);
-      amax = _mm512_max_ps(amax, _mm512_abs_ps(v[p]));
-    }
-    const float absmax = _mm512_reduce_max_ps(amax);
-    const float inv = absmax > 0 ? 127.0f / absmax : 0.0f;
-    const __m512 vinv = _mm512_set1_ps(inv);
+    const float absmax = load_block64(x + c0, std::min(B, cols - c0), v, gsum);
+    const __m512 vinv = _mm512_set1_ps(absmax > 0 ? 127.0f / absmax : 0.0f);
     __m512i qi[4], qsum = _mm512_setzero_si512();
     for (int p = 0; p < 4; ++p) {
-      const __m512 s = _mm512_mul_ps(v[p], vinv);
-      const __m512 pm_half = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(s), sign), half));
-      const __m512 r = _mm512_add_ps(s, pm_half);  // s ± 0.5 (the sign of s)
-      qi[p] = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvttps_epi32(r), lo127), hi127);
+      qi[p] = round_away_clamped(v[p], vinv, 127);
       qsum = _mm512_add_epi32(qsum, qi[p]);
     }
     if (a.nibble_order) {  // even columns to the chunk's first half, odd ones to its second

@@ -86,29 +86,18 @@ void matmul_lanes_wide(const PackedMatrix& w, const QActs& a, int64_t r0, int64_
 void quantize_acts_wide_avx512(const float* x, size_t m, size_t ldx, int64_t cols, int64_t group, QActs& a) {
   constexpr int64_t B = QActs::kBlock;
   prepare_acts_wide(m, cols, group, a);
-  const __m512i sign = _mm512_set1_epi32(int(0x80000000u)), half = _mm512_castps_si512(_mm512_set1_ps(0.5f));
-  const __m512i lo = _mm512_set1_epi32(-QActs::kWideMax), hi = _mm512_set1_epi32(QActs::kWideMax);
   const __m512i pairs = _mm512_set_epi32(15, 13, 11, 9, 14, 12, 10, 8, 7, 5, 3, 1, 6, 4, 2, 0);  // 0 2 4 6 1 3 5 7 per 8
   for (size_t i = 0; i < m; ++i) {
     const float* xi = x + i * ldx;
     int16_t* q = a.q16.data() + i * size_t(a.stride);
     __m512 gsum = _mm512_setzero_ps();
     for (int64_t k = 0; k * B < cols; ++k) {
-      const int64_t c0 = k * B, n = std::min(B, cols - c0);
+      const int64_t c0 = k * B;
       __m512 v[4];
-      __m512 amax = _mm512_setzero_ps();
-      for (int p = 0; p < 4; ++p) {
-        const int64_t left = std::clamp<int64_t>(n - 16 * p, 0, 16);
-        v[p] = _mm512_maskz_loadu_ps(__mmask16((1u << left) - 1), xi + c0 + 16 * p);
-        gsum = _mm512_add_ps(gsum, v[p]);
-        amax = _mm512_max_ps(amax, _mm512_abs_ps(v[p]));
-      }
-      const float absmax = _mm512_reduce_max_ps(amax);
+      const float absmax = load_block64(xi + c0, std::min(B, cols - c0), v, gsum);
       const __m512 inv = _mm512_set1_ps(absmax > 0 ? float(QActs::kWideMax) / absmax : 0.0f);
       for (int p = 0; p < 4; ++p) {
-        const __m512 s = _mm512_mul_ps(v[p], inv);
-        const __m512 pm_half = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(s), sign), half));
-        const __m512i r = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvttps_epi32(_mm512_add_ps(s, pm_half)), lo), hi);
+        const __m512i r = round_away_clamped(v[p], inv, QActs::kWideMax);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + c0 + 16 * p), _mm512_cvtepi32_epi16(_mm512_permutexvar_epi32(pairs, r)));
       }
       a.scale[i * size_t(a.blocks) + size_t(k)] = absmax / float(QActs::kWideMax);

@@ -51,11 +51,11 @@ LinearWeights int8_weights(int64_t rows, int64_t cols, uint64_t seed) {
 float static_reference(const LinearWeights& w, const float* x, int64_t r) {
   int64_t sum = 0;
   for (int64_t c = 0; c < w.cols; ++c) {
-    const float v = std::clamp(x[c] / w.act_scale, -127.0f, 127.0f);
+    const float v = std::clamp(x[c] / w.act_scale(), -127.0f, 127.0f);
     const int q = int(std::lround(v));
     sum += int64_t(q) * w.q8_at(r, c);
   }
-  return w.act_scale * w.q8_scale[size_t(r)] * float(sum);
+  return w.act_scale() * w.q8_scale_at(r) * float(sum);
 }
 
 TEST(ActQuant, StaticScaleMatchesTheReferenceAndClips) {
@@ -63,7 +63,7 @@ TEST(ActQuant, StaticScaleMatchesTheReferenceAndClips) {
     for (int64_t cols : {1, 172, 300}) {
       const int64_t rows = 33;
       LinearWeights w = int8_weights(rows, cols, uint64_t(m * 1000 + cols));
-      w.act_scale = 0.01f;  // |x| beyond 1.27 clips
+      w.set_act_scale(0.01f);  // |x| beyond 1.27 clips
       std::vector<float> x = gaussian(size_t(m * cols), uint64_t(cols), 1.0f);
       x[0] = 50.0f;  // far outside the range
       if (x.size() > 1) x[1] = -3e9f;
@@ -84,10 +84,10 @@ TEST(ActQuant, StaticScaleMatchesTheReferenceAndClips) {
 
 TEST(ActQuant, RowQuantizerRoundsHalfAwayFromZeroAndSaturates) {
   const float x[] = {0.5f, -0.5f, 1.5f, -1.49f, 127.4f, 500.0f, -500.0f, 0.0f};
-  uint8_t u8[8];
-  quantize_row_q8_static(x, 8, 1.0f, u8);
+  int8_t q[8];
+  quantize_row_q8_static(x, 8, 1.0f, q);
   const int want[] = {1, -1, 2, -1, 127, 127, -127, 0};
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(int(u8[i]) - 128, want[i]) << x[i];
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(int(q[i]), want[i]) << x[i];
 }
 
 // LLM.int8(): the outlier columns leave x before its per-row scale is taken and run in float.

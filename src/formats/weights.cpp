@@ -349,7 +349,7 @@ LinearWeights WeightStore::load_linear(const std::string& name, const std::vecto
       }
     LinearWeights l = LinearWeights::from_q8_codes(codes.data, std::move(s), q.rows, q.cols);
     for (const auto& part : parts_.at(name)) store_->release(part);  // copied: the map's pages can go
-    if (t.scheme == "w8a8") l.act_scale = t.act_scale;
+    if (t.scheme == "w8a8") l.set_act_scale(t.act_scale);
     if (llm_int8) {
       LlmInt8Outliers o = llm_int8_outliers(q);  // validated by dequantize above
       l.outlier_cols = std::move(o.cols);

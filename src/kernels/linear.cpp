@@ -69,61 +69,99 @@ const char* bf16_gemm_best_name() {
 
 uint64_t LinearWeights::bytes() const {
   // What a pass over the weights reads.
-  uint64_t n = f32.size() * 4 + q8_scale.size() * 4 + q8_rowsum.size() * 4 + q8_vnni.size();
+  uint64_t n = f32.size() * 4;
   for (const auto& s : packed) n += s.m.bytes();
   return n;
 }
 
 namespace {
 
-// f(position in q8_vnni, r, c) for every weight of l, in q8_vnni's order (loading a model runs this
-// over every weight: no divisions per element).
-template <class F>
-void for_each_vnni(const LinearWeights& l, F f) {
-  const int64_t kq = l.cols_padded() / 4;
-  size_t at = 0;
-  for (int64_t r0 = 0; r0 < l.rows; r0 += 16)
-    for (int64_t quad = 0; quad < kq; ++quad)
-      for (int64_t r = r0; r < r0 + 16; ++r)
-        for (int64_t c = 4 * quad; c < 4 * quad + 4; ++c, ++at)
-          if (r < l.rows && c < l.cols) f(at, r, c);
-}
-
-// q8 [rows][cols] -> l.q8_vnni (see linear.h) and l.q8_rowsum, from bytes that hold q8 ^ flip (0, or
-// 0x80 for codes stored as q8 + 128). Whole blocks of 16 rows and 4 columns as 16 copies of 4 bytes;
-// the last rows and columns one weight at a time.
-void pack_vnni(LinearWeights& l, const uint8_t* src, uint8_t flip) {
-  l.q8_vnni.assign(size_t(l.rows_padded() * l.cols_padded()), 0);
-  l.q8_rowsum.assign(size_t(l.rows), 0);
-  const int64_t whole_rows = l.rows / 16 * 16, whole_quads = l.cols / 4, kq = l.cols_padded() / 4;
-  const uint32_t flip4 = 0x01010101u * flip;
-  auto q8 = [&](int64_t r, int64_t c) { return int8_t(src[size_t(r * l.cols + c)] ^ flip); };
-  for (int64_t r0 = 0; r0 < whole_rows; r0 += 16)
-    for (int64_t quad = 0; quad < whole_quads; ++quad)
-      for (int64_t j = 0; j < 16; ++j) {
+// An int8 segment (LinearWeights::int8_acts) from row-major bytes src[rows][cols] that hold the codes
+// q8 + 128 xor `to_code` (0x80 for signed q8, 0 for codes): whole groups of 4 columns as 4-byte
+// copies, the row's last columns one at a time (loading a model runs this over every weight).
+PackedSegment int8_segment(const uint8_t* src, uint8_t to_code, int64_t rows, int64_t cols, const float* scale) {
+  auto buf = std::make_shared<PackedLanes>();
+  const int64_t blocks = (rows + 15) / 16, units = (cols + 3) / 4, quads = cols / 4;
+  buf->codes.assign(size_t(blocks * units * 64), 0);
+  buf->scale.assign(size_t(blocks * 16), 0.0f);
+  std::copy_n(scale, rows, buf->scale.data());
+  const uint32_t flip4 = 0x01010101u * to_code;
+  default_thread_pool().parallel_for(size_t(rows), [&](size_t b, size_t e, int) {
+    for (size_t r = b; r < e; ++r) {
+      const uint8_t* row = src + r * size_t(cols);
+      uint8_t* dst = buf->codes.data() + (r / 16) * size_t(units) * 64 + (r % 16) * 4;
+      for (int64_t j = 0; j < quads; ++j) {
         uint32_t v;
-        std::memcpy(&v, src + size_t((r0 + j) * l.cols + 4 * quad), 4);
+        std::memcpy(&v, row + 4 * j, 4);
         v ^= flip4;
-        std::memcpy(&l.q8_vnni[size_t(((r0 / 16 * kq + quad) * 16 + j) * 4)], &v, 4);
+        std::memcpy(dst + 64 * j, &v, 4);
       }
-  for (int64_t r = 0; r < l.rows; ++r) {
-    int32_t sum = 0;
-    for (int64_t c = 0; c < l.cols; ++c) sum += q8(r, c);
-    l.q8_rowsum[size_t(r)] = sum;
-  }
-  auto put = [&](int64_t r, int64_t c) { l.q8_vnni[size_t((((r / 16) * kq + c / 4) * 16 + r % 16) * 4 + c % 4)] = q8(r, c); };
-  for (int64_t r = whole_rows; r < l.rows; ++r)
-    for (int64_t c = 0; c < l.cols; ++c) put(r, c);
-  for (int64_t r = 0; r < whole_rows; ++r)
-    for (int64_t c = 4 * whole_quads; c < l.cols; ++c) put(r, c);
+      for (int64_t c = 4 * quads; c < cols; ++c) dst[64 * quads + (c % 4)] = uint8_t(row[c] ^ to_code);
+    }
+  });
+  PackedMatrix m;
+  m.kind = PackedKind::U8;
+  m.rows = rows;
+  m.cols = cols;
+  m.data = buf->codes.data();
+  m.row_bytes = size_t(cols);
+  m.group = cols;
+  m.scale = buf->scale.data();
+  m.zero = 128;
+  m.int_zero = int_zero_of(m);
+  m.lanes = true;
+  m.lanes_pstride = 16;
+  PackedSegment seg;
+  seg.m = m;
+  seg.token_acts = true;
+  // Decode steps on the lanes kernels where the variant runs them (whole 64-column units); else gemm_q8_dyn.
+  const PackedKernels& best = packed_kernels_best();
+  seg.q8 = cols % 64 == 0 && best.takes_lanes && best.supports_q8 && best.matmul_q8 && best.supports_q8(m);
+  seg.kernels = seg.q8 ? &best : &packed_kernels_ref();
+  seg.keep = std::move(buf);
+  return seg;
 }
 
-// l's weights row-major into q8 + r0 * cols.. (the inverse of pack_vnni).
-void unpack_vnni(const LinearWeights& l, int8_t* q8, int64_t r0) {
-  for_each_vnni(l, [&](size_t at, int64_t r, int64_t c) { q8[size_t((r0 + r) * l.cols + c)] = l.q8_vnni[at]; });
+// An int8 weight of one segment (int8_segment's arguments).
+LinearWeights int8_weights(const uint8_t* src, uint8_t to_code, const std::vector<float>& scale, int64_t rows,
+                           int64_t cols) {
+  if (rows <= 0 || cols <= 0) fail("an int8 weight of {} x {}: expected at least one row and column", rows, cols);
+  LinearWeights l;
+  l.rows = rows;
+  l.cols = cols;
+  l.int8_acts = true;
+  l.packed.push_back(int8_segment(src, to_code, rows, cols, scale.data()));
+  return l;
+}
+
+// The row of rows segment that holds row r (r becomes its row there).
+const PackedSegment& segment_of(const std::vector<PackedSegment>& segs, int64_t& r) {
+  for (const auto& s : segs) {
+    if (r < s.m.rows) return s;
+    r -= s.m.rows;
+  }
+  fail("row outside the weight's segments");
 }
 
 }  // namespace
+
+int8_t LinearWeights::q8_at(int64_t r, int64_t c) const {
+  if (!is_int8() || !col_parts.empty()) fail("q8_at: not an int8 weight held by rows");
+  const PackedSegment& s = segment_of(packed, r);
+  return int8_t(packed_code_at(s.m, r, c) ^ 0x80);
+}
+
+float LinearWeights::q8_scale_at(int64_t r) const {
+  if (!is_int8()) fail("q8_scale_at: not an int8 weight");
+  if (!col_parts.empty()) return packed.front().m.scale[r];  // every part holds every row's scale
+  const PackedSegment& s = segment_of(packed, r);
+  return s.m.scale[r];
+}
+
+void LinearWeights::set_act_scale(float s) {
+  if (!is_int8()) fail("set_act_scale: not an int8 weight");
+  for (auto& seg : packed) seg.act_scale = s;
+}
 
 LinearWeights LinearWeights::from_f32(std::vector<float> w, int64_t rows, int64_t cols) {
   LinearWeights l;
@@ -134,24 +172,14 @@ LinearWeights LinearWeights::from_f32(std::vector<float> w, int64_t rows, int64_
 }
 
 LinearWeights LinearWeights::from_q8(std::vector<int8_t> q, std::vector<float> scale, int64_t rows, int64_t cols) {
-  LinearWeights l;
-  l.rows = rows;
-  l.cols = cols;
   if (q.size() != size_t(rows * cols) || scale.size() != size_t(rows))
     fail("from_q8: {} weights and {} scales for a {} x {} matrix", q.size(), scale.size(), rows, cols);
-  l.q8_scale = std::move(scale);
-  pack_vnni(l, reinterpret_cast<const uint8_t*>(q.data()), 0);
-  return l;
+  return int8_weights(reinterpret_cast<const uint8_t*>(q.data()), 0x80, scale, rows, cols);
 }
 
 LinearWeights LinearWeights::from_q8_codes(const uint8_t* codes, std::vector<float> scale, int64_t rows, int64_t cols) {
-  LinearWeights l;
-  l.rows = rows;
-  l.cols = cols;
   if (scale.size() != size_t(rows)) fail("from_q8_codes: {} scales for {} rows", scale.size(), rows);
-  l.q8_scale = std::move(scale);
-  pack_vnni(l, codes, 0x80);
-  return l;
+  return int8_weights(codes, 0, scale, rows, cols);
 }
 
 LinearWeights LinearWeights::from_packed(const PackedMatrix& m, std::shared_ptr<const void> keep) {
@@ -203,11 +231,13 @@ LinearWeights f32_as_packed(const LinearWeights& l) {
 }  // namespace
 
 LinearWeights LinearWeights::split_columns(const std::vector<int64_t>& bounds) const {
-  if (packed.size() != 1 || !packed[0].m.lanes || !col_parts.empty())
+  if (packed.size() != 1 || !packed[0].m.lanes || !col_parts.empty() || (is_int8() && !packed[0].q8) ||
+      !outlier_cols.empty())
     fail("split_columns: a {} x {} weight that is not one packed matrix in the lanes layout", rows, cols);
   LinearWeights l;
   l.rows = rows;
   l.cols = cols;
+  l.int8_acts = int8_acts;
   l.col_parts.push_back(0);
   for (int64_t b : bounds) {
     if (b <= l.col_parts.back() || b >= cols) fail("split_columns: bounds must ascend inside 1..{}", cols - 1);
@@ -231,13 +261,12 @@ void LinearWeights::row_f32(int64_t r, float* out) const {
     return;
   }
   if (is_packed()) {
-    for (const auto& s : packed) {
-      if (r < s.m.rows) return s.kernels->dequant(s.m, r, r + 1, out);
-      r -= s.m.rows;
-    }
+    int64_t rs = r;
+    const PackedSegment& s = segment_of(packed, rs);
+    return s.kernels->dequant(s.m, rs, rs + 1, out);
   }
   for (int64_t c = 0; c < cols; ++c)
-    out[c] = is_int8() ? float(q8_at(r, c)) * q8_scale[size_t(r)] : f32[size_t(r * cols + c)];
+    out[c] = is_int8() ? float(q8_at(r, c)) * q8_scale_at(r) : f32[size_t(r * cols + c)];
   for (size_t j = 0; j < outlier_cols.size(); ++j) out[outlier_cols[j]] = outlier_w[size_t(r) * outlier_cols.size() + j];
 }
 
@@ -257,32 +286,17 @@ void LinearWeights::append_rows(const LinearWeights& o) {
   if (o.cols != cols || o.is_int8() != is_int8())
     fail("fusing linear layers of different widths or kinds ({} vs {} columns)", cols, o.cols);
   // Fused projections read one input: it must be quantized one way for all of them.
-  if (o.act_scale != act_scale || o.outlier_cols != outlier_cols)
+  if (o.act_scale() != act_scale() || o.outlier_cols != outlier_cols)
     fail("fusing linear layers that quantize their shared input differently (activation scale {} vs {}, {} vs {} "
          "outlier columns); quantize them with one scheme",
-         act_scale, o.act_scale, outlier_cols.size(), o.outlier_cols.size());
+         act_scale(), o.act_scale(), outlier_cols.size(), o.outlier_cols.size());
   outlier_w.insert(outlier_w.end(), o.outlier_w.begin(), o.outlier_w.end());
   f32.insert(f32.end(), o.f32.begin(), o.f32.end());
-  if (is_int8() && rows % 16 == 0) {  // whole blocks of 16 rows: the layouts follow one another
-    q8_vnni.insert(q8_vnni.end(), o.q8_vnni.begin(), o.q8_vnni.end());
-    q8_rowsum.insert(q8_rowsum.end(), o.q8_rowsum.begin(), o.q8_rowsum.end());
-    q8_scale.insert(q8_scale.end(), o.q8_scale.begin(), o.q8_scale.end());
-    rows += o.rows;
-    return;
-  }
-  if (is_int8()) {  // both row-major for a moment (this one's last block is not whole)
-    std::vector<int8_t> q(size_t((rows + o.rows) * cols));
-    unpack_vnni(*this, q.data(), 0);
-    unpack_vnni(o, q.data(), rows);
-    q8_scale.insert(q8_scale.end(), o.q8_scale.begin(), o.q8_scale.end());
-    rows += o.rows;
-    pack_vnni(*this, reinterpret_cast<const uint8_t*>(q.data()), 0);
-    return;
-  }
+  packed.insert(packed.end(), o.packed.begin(), o.packed.end());  // int8: one segment per part
   rows += o.rows;
 }
 
-float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8) {
+float quantize_row_q8_dyn(const float* x, size_t k, int8_t* xq) {
   float absmax = 0;
   for (size_t i = 0; i < k; ++i) absmax = std::max(absmax, std::fabs(x[i]));
   const float scale = absmax / 127.0f;
@@ -290,28 +304,29 @@ float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8) {
   for (size_t i = 0; i < k; ++i) {
     const float v = x[i] * inv;                          // in [-127, 127]
     const int q = int(v + (v >= 0 ? 0.5f : -0.5f));      // round half away from zero (vectorizes)
-    u8[i] = uint8_t(std::clamp(q, -127, 127) + 128);
+    xq[i] = int8_t(std::clamp(q, -127, 127));
   }
   return scale;
 }
 
-void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const LinearWeights& w, size_t r0, size_t r1, int32_t* acc) {
-  const size_t k = size_t(w.cols), lda = size_t(w.cols_padded()), ldc = size_t(w.rows_padded());
+void gemm_q8_dyn_ref(const int8_t* xq, size_t m, size_t lda, const PackedMatrix& w, size_t r0, size_t r1, int32_t* acc,
+                     size_t ldc) {
+  const size_t k = size_t(w.cols);
   for (size_t i = 0; i < m; ++i)
     for (size_t r = r0; r < r1; ++r) {
       int32_t s = 0;
-      for (size_t c = 0; c < k; ++c) s += int32_t(u8[i * lda + c]) * int32_t(w.q8_at(int64_t(r), int64_t(c)));
+      for (size_t c = 0; c < k; ++c) s += int32_t(xq[i * lda + c]) * int32_t(packed_code_at(w, int64_t(r), int64_t(c)));
       acc[i * ldc + r] = s;
     }
 }
 
-void quantize_row_q8_static(const float* x, size_t k, float scale, uint8_t* u8) {
+void quantize_row_q8_static(const float* x, size_t k, float scale, int8_t* xq) {
   const float inv = 1.0f / scale;
   for (size_t i = 0; i < k; ++i) {
     // Clamped first (no int overflow on outliers); + copysign(0.5) then truncation rounds half away
     // from zero, in a form the compiler vectorizes.
     const float v = std::min(std::max(x[i] * inv, -127.0f), 127.0f);
-    u8[i] = uint8_t(int(v + std::copysign(0.5f, v)) + 128);
+    xq[i] = int8_t(int(v + std::copysign(0.5f, v)));
   }
 }
 
@@ -354,7 +369,8 @@ uint64_t next_acts_call() {
 
 const QActs& caller_acts(const PackedSegment& seg, const float* x, size_t k, uint64_t call) {
   struct Acts {
-    bool nibble, wide;
+    bool nibble, wide, token;
+    float act_scale;
     int64_t group;
     uint64_t call;  // the product it holds
     QActs a;
@@ -364,8 +380,11 @@ const QActs& caller_acts(const PackedSegment& seg, const float* x, size_t k, uin
   const int64_t G = std::min(seg.m.group, seg.m.cols);
   Acts* a = nullptr;
   for (const auto& c : cache)
-    if (c->nibble == nibble && c->wide == wide && c->group == G) a = c.get();
-  if (!a) a = cache.emplace_back(std::make_unique<Acts>(Acts{nibble, wide, G, 0, {}})).get();
+    if (c->nibble == nibble && c->wide == wide && c->group == G && c->token == seg.token_acts &&
+        c->act_scale == seg.act_scale)
+      a = c.get();
+  if (!a)
+    a = cache.emplace_back(std::make_unique<Acts>(Acts{nibble, wide, seg.token_acts, seg.act_scale, G, 0, {}})).get();
   if (a->call != call) {
     quantize_token_acts(seg, x, k, a->a);
     a->call = call;
@@ -473,6 +492,25 @@ void packed_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
 
 void quantize_token_acts(const PackedSegment& seg, const float* x, size_t k, QActs& out) {
   const int64_t G = std::min(seg.m.group, seg.m.cols);
+  if (seg.token_acts) {  // int8-dyn / w8a8: one scale for the token, as gemm_q8_dyn's inputs get
+    prepare_acts(1, int64_t(k), G, false, out);
+    const float s = seg.act_scale > 0 ? seg.act_scale : quantize_row_q8_dyn(x, k, out.q.data());
+    if (seg.act_scale > 0) quantize_row_q8_static(x, k, seg.act_scale, out.q.data());
+    std::fill(out.scale.begin(), out.scale.end(), s);
+    // zsum and sum_x as quantize_acts sums them (block by block; column by column).
+    constexpr int64_t B = QActs::kBlock;
+    for (int64_t b = 0; b * B < int64_t(k); ++b) {
+      int32_t qsum = 0;
+      for (int64_t c = b * B; c < std::min(int64_t(k), (b + 1) * B); ++c) qsum += out.q[size_t(c)];
+      out.zsum[size_t(b * B / G)] += s * float(qsum);
+    }
+    for (int64_t g = 0; g < out.groups; ++g) {
+      float sum = 0;
+      for (int64_t c = g * G; c < std::min((g + 1) * G, int64_t(k)); ++c) sum += x[c];
+      out.sum_x[size_t(g)] = sum;
+    }
+    return;
+  }
   if (is_code_book(seg.m))  // int16 activations against the table as int16
     return (seg.kernels->quantize_acts_wide ? seg.kernels->quantize_acts_wide : quantize_acts_wide)(x, 1, k, int64_t(k), G, out);
   const bool nibble = seg.m.kind == PackedKind::U4 && !seg.m.lanes;  // row-major U4 reads nibble order
@@ -492,15 +530,48 @@ void prefetch_acts(const QActs& a) {
   prefetch_lines(a.sum_x.data(), a.sum_x.size() * sizeof(float));
 }
 
-void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
-  if (w.is_packed()) return packed_forward(w, x, m, y, accumulate);
-  if (!w.is_int8()) {
-    gemm_f32_nt(x, w.f32.data(), y, m, size_t(w.rows), size_t(w.cols), accumulate);
-    return;
-  }
-  const size_t k = size_t(w.cols), rows = size_t(w.rows), lda = size_t(w.cols_padded());
-  const size_t ldc = size_t(w.rows_padded());
+namespace {
+
+// y[i * ldy + r] (= or +=) the int8 product of segment s (int8_acts) for its rows r, over x[i * ldx + c]
+// for c < s.m.cols (its inputs), i < m: each row of x quantized (dynamic or static scale), then
+// gemm_q8_dyn over 16-row blocks split over the threads, each rescaling its own.
+void int8_gemm(const PackedSegment& s, const float* x, size_t ldx, size_t m, float* y, size_t ldy, bool accumulate) {
+  const size_t k = size_t(s.m.cols), rows = size_t(s.m.rows), lda = (k + 63) / 64 * 64, ldc = (rows + 15) / 16 * 16;
   ThreadPool& pool = default_thread_pool();
+  std::vector<int8_t> xq(m * lda, 0);
+  std::vector<float> sx(m, s.act_scale);
+  std::vector<int32_t> xsum(m, 0);
+  pool.parallel_for(m, [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; ++i) {
+      int8_t* q = &xq[i * lda];
+      if (s.act_scale > 0)
+        quantize_row_q8_static(x + i * ldx, k, s.act_scale, q);
+      else
+        sx[i] = quantize_row_q8_dyn(x + i * ldx, k, q);
+      int32_t sum = 0;
+      for (size_t c = 0; c < k; ++c) sum += q[c];
+      xsum[i] = sum;
+    }
+  });
+  std::unique_ptr<int32_t[]> acc(new int32_t[m * ldc]);  // every used element is written by the kernel
+  const GemmQ8Fn gemm = gemm_q8_dyn_best();
+  pool.parallel_for(ldc / 16, [&](size_t b, size_t e, int) {
+    const size_t r0 = b * 16, r1 = std::min(rows, e * 16);
+    gemm(xq.data(), m, lda, s.m, r0, r1, acc.get(), ldc);
+    // (q + 128) · xq summed, less 128 Σ xq: Σ q · xq; then both scales.
+    for (size_t i = 0; i < m; ++i)
+      for (size_t r = r0; r < r1; ++r) {
+        const float v = sx[i] * s.m.scale[r] * float(acc[i * ldc + r] - 128 * xsum[i]);
+        float& o = y[i * ldy + r];
+        o = accumulate ? o + v : v;
+      }
+  });
+}
+
+// int8-dyn / w8a8 / LLM.int8(): one input row on the segments' lanes kernels (as a decode step of
+// int8 runs), several on gemm_q8_dyn.
+void int8_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
+  const size_t k = size_t(w.cols), rows = size_t(w.rows);
   // LLM.int8(): the outlier inputs moved out of x (so they neither reach the int8 product nor set
   // the rows' scales) into xo [m][ko].
   const size_t ko = w.outlier_cols.size();
@@ -515,34 +586,31 @@ void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, 
       }
     x = x_in.data();
   }
-  std::vector<uint8_t> u8(m * lda, 128);
-  std::vector<float> sx(m, w.act_scale);
-  pool.parallel_for(m, [&](size_t b, size_t e, int) {
-    for (size_t i = b; i < e; ++i) {
-      if (w.act_scale > 0)
-        quantize_row_q8_static(x + i * k, k, w.act_scale, &u8[i * lda]);
-      else
-        sx[i] = quantize_row_q8_dyn(x + i * k, k, &u8[i * lda]);
+  bool lanes = m == 1;
+  for (const auto& s : w.packed) lanes = lanes && s.q8;
+  if (lanes) {
+    packed_forward(w, x, m, y, accumulate);
+  } else if (!w.col_parts.empty()) {
+    for (size_t p = 0; p < w.packed.size(); ++p)
+      int8_gemm(w.packed[p], x + w.col_parts[p], k, m, y, rows, accumulate || p > 0);
+  } else {
+    size_t out0 = 0;
+    for (const auto& s : w.packed) {
+      int8_gemm(s, x, k, m, y + out0, rows, accumulate);
+      out0 += size_t(s.m.rows);
     }
-  });
-  std::unique_ptr<int32_t[]> acc(new int32_t[m * ldc]);  // every used element is written by the kernel
-  const GemmQ8Fn gemm = gemm_q8_dyn_best();
-  // Output rows split over the threads in blocks of 16 (one VNNI register of outputs).
-  const size_t blocks = ldc / 16;
-  pool.parallel_for(blocks, [&](size_t b, size_t e, int) {
-    gemm(u8.data(), m, w, b * 16, std::min(rows, e * 16), acc.get());
-  });
-  // (u8 - 128) · q = u8 · q - 128 Σq, then both scales.
-  pool.parallel_for(m, [&](size_t b, size_t e, int) {
-    for (size_t i = b; i < e; ++i)
-      for (size_t r = 0; r < rows; ++r) {
-        const float v = sx[i] * w.q8_scale[r] * float(acc[i * ldc + r] - 128 * w.q8_rowsum[r]);
-        y[i * rows + r] = accumulate ? y[i * rows + r] + v : v;
-      }
-  });
+  }
   if (ko > 0)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(ko), 1.0f, xo.data(), int(ko),
                 w.outlier_w.data(), int(ko), 1.0f, y, int(rows));
+}
+
+}  // namespace
+
+void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate) {
+  if (w.is_int8()) return int8_forward(w, x, m, y, accumulate);
+  if (w.is_packed()) return packed_forward(w, x, m, y, accumulate);
+  gemm_f32_nt(x, w.f32.data(), y, m, size_t(w.rows), size_t(w.cols), accumulate);
 }
 
 }  // namespace lowbit

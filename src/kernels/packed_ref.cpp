@@ -42,7 +42,7 @@ uint8_t packed_code(const PackedMatrix& w, const uint8_t* row, int64_t c) {
 uint8_t packed_code_at(const PackedMatrix& w, int64_t r, int64_t c) {
   if (!w.lanes) return packed_code(w, w.data + size_t(r) * w.row_bytes, c);
   const int64_t uc = w.unit_cols();
-  const uint8_t b = w.data[size_t(((r / 16) * (w.cols / uc) + c / uc) * 64 + (r % 16) * 4 + (c % 4))];
+  const uint8_t b = w.data[size_t(((r / 16) * ((w.cols + uc - 1) / uc) + c / uc) * 64 + (r % 16) * 4 + (c % 4))];
   if (w.kind == PackedKind::U8) return b;
   return (c % 8) < 4 ? uint8_t(b & 15) : uint8_t(b >> 4);
 }

@@ -49,7 +49,7 @@ int64_t split_align(const LinearWeights& w) {
 }
 
 bool integer_lanes(const LinearWeights& w, size_t segments) {
-  if (w.packed.size() != segments || !w.col_parts.empty()) return false;
+  if (w.packed.size() != segments || !w.col_parts.empty() || !w.outlier_cols.empty()) return false;
   for (const auto& s : w.packed)
     if (!s.q8 || !s.m.lanes || !s.kernels->matmul_q8) return false;
   return true;

@@ -13,7 +13,12 @@
 //           every row, xq = clamp(round(x / act_scale), -127, 127); and with outlier columns
 //           ("llm-int8"), those inputs are taken out of x before it is quantized and multiplied in
 //           float32 by their own weights: y += x[:, outlier_cols] · outlier_wᵀ.
-// The int8 product has a scalar reference (gemm_q8_dyn_ref) and an AVX-512 VNNI version, picked
+//           The weights are held once, as U8 segments (codes wq + 128) in the lanes layout (packed.h),
+//           so that a decode step (one input row) runs on the same integer kernels as int8 / int4,
+//           with one activation scale per token (PackedSegment::token_acts); several input rows run on
+//           gemm_q8_dyn over the same bytes. A weight split over its columns (split_columns, the
+//           split decode) quantizes each part's inputs with a scale of their own.
+// The int8 GEMM has a scalar reference (gemm_q8_dyn_ref) and an AVX-512 VNNI version, picked
 // once at start-up from the CPU's features; both give bit-identical results.
 #include <cstddef>
 #include <cstdint>
@@ -31,18 +36,21 @@ struct PackedSegment {
   const PackedKernels* kernels = nullptr;  // the variant that runs it (packed_kernels_best, or ref)
   bool q8 = false;  // decode steps run on the integer path (kernels->matmul_q8, int8 activations)
   std::shared_ptr<const void> keep;
+  // int8-dyn / w8a8 / LLM.int8(): the integer path's activations take one scale per token (absmax /
+  // 127, or the static act_scale > 0), not one per block of 64 (quantize_token_acts).
+  bool token_acts = false;
+  float act_scale = 0;
 };
 
 struct LinearWeights {
   int64_t rows = 0, cols = 0;     // out, in
   std::vector<float> f32;         // [rows][cols] (float)
-  std::vector<float> q8_scale;    // [rows] (int8-dyn, w8a8, LLM.int8())
-  std::vector<int32_t> q8_rowsum;  // Σ_k q8[r][k], for the unsigned-activation form of VNNI
-  // The int8 weights q8[r][k] laid out for vpdpbusd: blocks of 16 rows; per block and per 4 inputs,
-  // 64 bytes holding those 4 inputs of each of the 16 rows. Rows padded to 16 and inputs to 4 with
-  // zeros. The only copy (q8_at reads one weight): a row-major one beside it doubled the memory.
-  std::vector<int8_t> q8_vnni;
-  float act_scale = 0;                 // int8: > 0 a static per-tensor activation scale; 0 per row (dynamic)
+  // int8-dyn, w8a8, LLM.int8(): activations quantized to int8 per token. The weights are `packed`:
+  // one U8 segment per fused part (codes q8 + 128, zero 128, one group per row, float32 scales) in the
+  // lanes layout (blocks of 16 rows; per block and 4 inputs, 64 bytes holding those 4 inputs of each
+  // of the 16 rows; rows padded to 16 and inputs to 4 with code 0). The only copy (q8_at reads one
+  // weight).
+  bool int8_acts = false;
   std::vector<int32_t> outlier_cols;   // int8: ascending inputs computed in float (LLM.int8())
   std::vector<float> outlier_w;        // [rows][outlier_cols.size()]
   std::vector<PackedSegment> packed;  // [rows] split over segments (packed)
@@ -50,13 +58,16 @@ struct LinearWeights {
   // rows of columns [col_parts[p], col_parts[p + 1]); empty: `packed` holds row segments.
   std::vector<int64_t> col_parts;
 
-  bool is_packed() const { return !packed.empty(); }
-  bool is_int8() const { return !q8_vnni.empty(); }
+  bool is_packed() const { return !packed.empty() && !int8_acts; }  // weights-only quantized / float, packed
+  bool is_int8() const { return int8_acts; }
   int64_t rows_padded() const { return (rows + 15) / 16 * 16; }
   int64_t cols_padded() const { return (cols + 3) / 4 * 4; }
-  int8_t q8_at(int64_t r, int64_t c) const {  // int8 weight of row r, input c (r < rows, c < cols)
-    return q8_vnni[size_t((((r / 16) * (cols_padded() / 4) + c / 4) * 16 + r % 16) * 4 + c % 4)];
-  }
+  // int8: > 0 a static per-tensor activation scale (w8a8); 0 one per input row (dynamic). Held by the
+  // segments (PackedSegment::act_scale), which the decode kernels read.
+  float act_scale() const { return packed.empty() ? 0.0f : packed.front().act_scale; }
+  void set_act_scale(float s);
+  int8_t q8_at(int64_t r, int64_t c) const;  // int8 weight of row r, input c (not split over its columns)
+  float q8_scale_at(int64_t r) const;        // int8: row r's scale
   uint64_t bytes() const;  // what one pass of the kernels reads (weights, scales)
   // Stacks `other`'s rows under these (fused projections); both of one kind and width.
   void append_rows(const LinearWeights& other);
@@ -94,16 +105,20 @@ bool packed_lanes_enabled();
 void linear_forward(const LinearWeights& w, const float* x, size_t m, float* y, bool accumulate = false);
 
 // The int8-dyn product's pieces, exposed for the conformance test and benchmarks.
-// Quantizes one row: xq[k] + 128 as unsigned bytes (xq in [-127, 127]); returns the row's scale.
-float quantize_row_q8_dyn(const float* x, size_t k, uint8_t* u8);
+// Quantizes one row to xq in [-127, 127]; returns the row's scale (absmax / 127).
+float quantize_row_q8_dyn(const float* x, size_t k, int8_t* xq);
 // The same with a static scale: xq = clamp(round(x / scale), -127, 127) (half away from zero).
-void quantize_row_q8_static(const float* x, size_t k, float scale, uint8_t* u8);
-// acc[i][r] = Σ_k u8[i][k] · q8[r][k] for i < m and rows [r0, r1) (r0, r1 multiples of 16 or r1 = rows).
-// u8 rows have stride w.cols_padded() (bytes past cols are ignored: the padded weights are zero);
-// acc rows have stride w.rows_padded().
-using GemmQ8Fn = void (*)(const uint8_t* u8, size_t m, const LinearWeights& w, size_t r0, size_t r1, int32_t* acc);
-void gemm_q8_dyn_ref(const uint8_t* u8, size_t m, const LinearWeights& w, size_t r0, size_t r1, int32_t* acc);
-void gemm_q8_dyn_avx512vnni(const uint8_t* u8, size_t m, const LinearWeights& w, size_t r0, size_t r1, int32_t* acc);
+void quantize_row_q8_static(const float* x, size_t k, float scale, int8_t* xq);
+// acc[i * ldc + r] = Σ_c xq[i * lda + c] · code[r][c] for i < m and rows [r0, r1) of w (r0 a multiple of
+// 16), w an int8 segment (LinearWeights::int8_acts: U8 codes q8 + 128 in the lanes layout, inputs
+// padded to 4 with code 0, so the activations' padding never counts). The caller subtracts
+// 128 · Σ_c xq[i][c] for Σ xq · q8.
+using GemmQ8Fn = void (*)(const int8_t* xq, size_t m, size_t lda, const PackedMatrix& w, size_t r0, size_t r1,
+                          int32_t* acc, size_t ldc);
+void gemm_q8_dyn_ref(const int8_t* xq, size_t m, size_t lda, const PackedMatrix& w, size_t r0, size_t r1, int32_t* acc,
+                     size_t ldc);
+void gemm_q8_dyn_avx512vnni(const int8_t* xq, size_t m, size_t lda, const PackedMatrix& w, size_t r0, size_t r1,
+                            int32_t* acc, size_t ldc);
 // The variant linear_forward uses on this CPU, and its name ("avx512vnni" or "ref").
 GemmQ8Fn gemm_q8_dyn_best();
 const char* gemm_q8_dyn_best_name();

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lowbit/core/aligned.h"
+#include "lowbit/core/env.h"
 #include "lowbit/core/error.h"
 
 namespace lowbit {
@@ -193,12 +194,7 @@ namespace {
 // LOWBIT_FLOAT_WEIGHTS=copy (default) | map: float weights (F32 / F16 / BF16) decoded from a copy on
 // huge pages, or read where the file maps them (for comparisons).
 bool float_weights_copied() {
-  static const bool copy = [] {
-    const char* v = std::getenv("LOWBIT_FLOAT_WEIGHTS");
-    if (!v || !*v || std::string_view(v) == "copy") return true;
-    if (std::string_view(v) == "map") return false;
-    fail("LOWBIT_FLOAT_WEIGHTS={}: expected copy or map", v);
-  }();
+  static const bool copy = env_switch("LOWBIT_FLOAT_WEIGHTS", "copy", "map");
   return copy;
 }
 

@@ -14,6 +14,7 @@
 #include <span>
 #include <string_view>
 
+#include "lowbit/core/env.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/bf16_gemm.h"
@@ -205,12 +206,7 @@ LinearWeights LinearWeights::from_packed(const PackedMatrix& m, std::shared_ptr<
 }
 
 bool packed_lanes_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("LOWBIT_LAYOUT");
-    if (!v || !*v || std::string_view(v) == "lanes") return true;
-    if (std::string_view(v) == "rows") return false;
-    fail("LOWBIT_LAYOUT={}: expected lanes or rows", v);
-  }();
+  static const bool on = env_switch("LOWBIT_LAYOUT", "lanes", "rows");
   return on;
 }
 

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "lowbit/core/dtype.h"
+#include "lowbit/core/env.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/kernels/packed.h"
@@ -399,12 +400,7 @@ const PackedKernels& packed_kernels_best() {
 }
 
 bool packed_q8_activations_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("LOWBIT_ACTIVATIONS");
-    if (!v || !*v || std::string_view(v) == "q8") return true;
-    if (std::string_view(v) == "f32") return false;
-    fail("LOWBIT_ACTIVATIONS={}: expected q8 or f32", v);
-  }();
+  static const bool on = env_switch("LOWBIT_ACTIVATIONS", "q8", "f32");
   return on;
 }
 

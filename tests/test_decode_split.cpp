@@ -164,8 +164,9 @@ TEST(DecodeSplit, BadModeIsRefused) {
 }
 
 // A U4 / U8 matrix of random codes in the lanes layout.
+// offset false: U4 symmetric (codes c - 8, no offsets).
 LinearWeights random_lanes(PackedKind kind, int64_t rows, int64_t cols, int64_t group, std::vector<uint8_t>& codes,
-                           std::vector<uint16_t>& params) {
+                           std::vector<uint16_t>& params, bool offset = true) {
   PackedMatrix m;
   m.kind = kind;
   m.rows = rows;
@@ -181,8 +182,8 @@ LinearWeights random_lanes(PackedKind kind, int64_t rows, int64_t cols, int64_t 
   m.data = codes.data();
   m.scale_f16 = params.data();
   if (kind == PackedKind::U4) {
-    m.offset_f16 = params.data() + params.size() / 2;
-    for (int c = 0; c < 16; ++c) m.lut[c] = float(c);
+    if (offset) m.offset_f16 = params.data() + params.size() / 2;
+    for (int c = 0; c < 16; ++c) m.lut[c] = float(offset ? c : c - 8);
   } else {
     m.zero = 128;
   }
@@ -233,6 +234,65 @@ TEST(DecodeSplit, ColumnBoundsOffTheGroupsAreRefused) {
   test::expect_error([&] { w.split_columns({192}); }, {"lanes_columns", "[0, 192)", "group 128"});
   test::expect_error([&] { w.split_columns({256, 128}); }, {"split_columns", "ascend"});
   test::expect_error([&] { w.split_columns({256}).split_columns({128}); }, {"split_columns", "one packed matrix"});
+}
+
+// A thread's rows copied out of a lanes matrix (lanes_rows_into, as LlamaModel::arrange_split lays
+// them one after another): the same codes, parameters and products as those rows of the whole.
+TEST(DecodeSplit, RowPartsHoldTheirRowsOfTheWhole) {
+  struct Case {
+    PackedKind kind;
+    int64_t rows, cols, group, r0, r1;
+    bool offset;
+  };
+  for (const Case& c : {Case{PackedKind::U4, 48, 512, 128, 16, 48, true}, Case{PackedKind::U4, 33, 256, 64, 16, 33, true},
+                        Case{PackedKind::U4, 40, 256, 128, 0, 16, false}, Case{PackedKind::U8, 37, 256, 256, 32, 37, false}}) {
+    std::vector<uint8_t> codes;
+    std::vector<uint16_t> params;
+    const LinearWeights w = random_lanes(c.kind, c.rows, c.cols, c.group, codes, params, c.offset);
+    if (!w.packed[0].m.lanes) GTEST_SKIP() << "this CPU's kernels do not take the lanes layout";
+    const PackedMatrix& whole = w.packed[0].m;
+    EXPECT_EQ(whole.lanes_pstride, c.offset ? 32 : 16);
+    const LanesBytes b = lanes_rows_bytes(whole, c.r0, c.r1);
+    EXPECT_EQ(b.codes % 64, 0u);
+    EXPECT_EQ(b.params % 64, 0u);
+    // (filled with a byte no copy writes where it should not, then read back only where it should)
+    std::vector<uint8_t> code_mem(b.codes + 64, 0xA5), param_mem(b.params + 64, 0xA5);
+    uint8_t* cm = code_mem.data() + (64 - reinterpret_cast<uintptr_t>(code_mem.data()) % 64) % 64;
+    uint8_t* pm = param_mem.data() + (64 - reinterpret_cast<uintptr_t>(param_mem.data()) % 64) % 64;
+    const PackedMatrix part = lanes_rows_into(whole, c.r0, c.r1, cm, pm);
+    ASSERT_EQ(part.rows, c.r1 - c.r0);
+    EXPECT_EQ(part.has_offset(), whole.has_offset());
+    for (int64_t r = c.r0; r < c.r1; ++r) {
+      for (int64_t col = 0; col < c.cols; ++col)
+        ASSERT_EQ(packed_code_at(part, r - c.r0, col), packed_code_at(whole, r, col)) << "row " << r << " column " << col;
+      for (int64_t g = 0; g < whole.groups(); ++g) {
+        EXPECT_EQ(part.scale_at(part.param_index(r - c.r0, g)), whole.scale_at(whole.param_index(r, g)));
+        EXPECT_EQ(part.offset_at(part.param_index(r - c.r0, g)), whole.offset_at(whole.param_index(r, g)));
+      }
+    }
+    // The kernels on the part give the whole's rows.
+    const PackedKernels& k = *w.packed[0].kernels;
+    std::mt19937 rng(9);
+    std::normal_distribution<float> nd;
+    std::vector<float> x(size_t(c.cols));
+    for (auto& v : x) v = nd(rng);
+    QActs a;
+    quantize_token_acts(w.packed[0], x.data(), x.size(), a);
+    std::vector<float> y_whole(size_t(c.rows), NAN), y_part(size_t(c.r1 - c.r0), NAN);
+    ASSERT_TRUE(w.packed[0].q8);
+    {
+      k.matmul_q8(whole, a, 0, c.rows, y_whole.data(), 0, false);
+      k.matmul_q8(part, a, 0, part.rows, y_part.data(), 0, false);
+      for (int64_t r = c.r0; r < c.r1; ++r) EXPECT_EQ(y_part[size_t(r - c.r0)], y_whole[size_t(r)]) << "row " << r;
+    }
+  }
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> params;
+  const LinearWeights w = random_lanes(PackedKind::U4, 40, 256, 128, codes, params);
+  if (!w.packed[0].m.lanes) return;
+  test::expect_error([&] { lanes_rows_bytes(w.packed[0].m, 8, 32); }, {"lanes_rows", "[8, 32)", "16-row blocks"});
+  test::expect_error([&] { lanes_rows_bytes(w.packed[0].m, 16, 36); }, {"lanes_rows", "[16, 36)"});
+  test::expect_error([&] { lanes_rows_bytes(w.packed[0].m, 32, 48); }, {"lanes_rows", "40 x 256"});
 }
 
 }  // namespace

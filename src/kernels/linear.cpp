@@ -531,33 +531,50 @@ namespace {
 // y[i * ldy + r] (= or +=) the int8 product of segment s (int8_acts) for its rows r, over x[i * ldx + c]
 // for c < s.m.cols (its inputs), i < m: each row of x quantized (dynamic or static scale), then
 // gemm_q8_dyn over 16-row blocks split over the threads, each rescaling its own.
-void int8_gemm(const PackedSegment& s, const float* x, size_t ldx, size_t m, float* y, size_t ldy, bool accumulate) {
-  const size_t k = size_t(s.m.cols), rows = size_t(s.m.rows), lda = (k + 63) / 64 * 64, ldc = (rows + 15) / 16 * 16;
-  ThreadPool& pool = default_thread_pool();
-  std::vector<int8_t> xq(m * lda, 0);
-  std::vector<float> sx(m, s.act_scale);
-  std::vector<int32_t> xsum(m, 0);
-  pool.parallel_for(m, [&](size_t b, size_t e, int) {
+// Input rows quantized for gemm_q8_dyn: int8 per token (dynamic absmax / 127, or the static scale
+// act_scale > 0), rows lda apart (zero padded to whole 64-byte blocks), each row's scale and Σ q.
+struct Q8Rows {
+  size_t m = 0, k = 0, lda = 0;
+  std::vector<int8_t> q;
+  std::vector<float> scale;
+  std::vector<int32_t> sum;
+};
+
+Q8Rows quantize_q8_rows(const float* x, size_t ldx, size_t m, size_t k, float act_scale) {
+  Q8Rows a;
+  a.m = m;
+  a.k = k;
+  a.lda = (k + 63) / 64 * 64;
+  a.q.assign(m * a.lda, 0);
+  a.scale.assign(m, act_scale);
+  a.sum.assign(m, 0);
+  default_thread_pool().parallel_for(m, [&](size_t b, size_t e, int) {
     for (size_t i = b; i < e; ++i) {
-      int8_t* q = &xq[i * lda];
-      if (s.act_scale > 0)
-        quantize_row_q8_static(x + i * ldx, k, s.act_scale, q);
+      int8_t* q = &a.q[i * a.lda];
+      if (act_scale > 0)
+        quantize_row_q8_static(x + i * ldx, k, act_scale, q);
       else
-        sx[i] = quantize_row_q8_dyn(x + i * ldx, k, q);
+        a.scale[i] = quantize_row_q8_dyn(x + i * ldx, k, q);
       int32_t sum = 0;
       for (size_t c = 0; c < k; ++c) sum += q[c];
-      xsum[i] = sum;
+      a.sum[i] = sum;
     }
   });
+  return a;
+}
+
+// y (= or +=) the segment's rows times the quantized rows a (a.k = the segment's columns).
+void int8_gemm(const PackedSegment& s, const Q8Rows& a, float* y, size_t ldy, bool accumulate) {
+  const size_t m = a.m, rows = size_t(s.m.rows), ldc = (rows + 15) / 16 * 16;
   std::unique_ptr<int32_t[]> acc(new int32_t[m * ldc]);  // every used element is written by the kernel
   const GemmQ8Fn gemm = gemm_q8_dyn_best();
-  pool.parallel_for(ldc / 16, [&](size_t b, size_t e, int) {
+  default_thread_pool().parallel_for(ldc / 16, [&](size_t b, size_t e, int) {
     const size_t r0 = b * 16, r1 = std::min(rows, e * 16);
-    gemm(xq.data(), m, lda, s.m, r0, r1, acc.get(), ldc);
+    gemm(a.q.data(), m, a.lda, s.m, r0, r1, acc.get(), ldc);
     // (q + 128) · xq summed, less 128 Σ xq: Σ q · xq; then both scales.
     for (size_t i = 0; i < m; ++i)
       for (size_t r = r0; r < r1; ++r) {
-        const float v = sx[i] * s.m.scale[r] * float(acc[i * ldc + r] - 128 * xsum[i]);
+        const float v = a.scale[i] * s.m.scale[r] * float(acc[i * ldc + r] - 128 * a.sum[i]);
         float& o = y[i * ldy + r];
         o = accumulate ? o + v : v;
       }
@@ -586,13 +603,16 @@ void int8_forward(const LinearWeights& w, const float* x, size_t m, float* y, bo
   for (const auto& s : w.packed) lanes = lanes && s.q8;
   if (lanes) {
     packed_forward(w, x, m, y, accumulate);
-  } else if (!w.col_parts.empty()) {
-    for (size_t p = 0; p < w.packed.size(); ++p)
-      int8_gemm(w.packed[p], x + w.col_parts[p], k, m, y, rows, accumulate || p > 0);
-  } else {
+  } else if (!w.col_parts.empty()) {  // each part its own columns of x
+    for (size_t p = 0; p < w.packed.size(); ++p) {
+      const PackedSegment& s = w.packed[p];
+      int8_gemm(s, quantize_q8_rows(x + w.col_parts[p], k, m, size_t(s.m.cols), s.act_scale), y, rows, accumulate || p > 0);
+    }
+  } else {  // row segments (fused q | k | v, a split decode's parts): one quantization of x for all
+    const Q8Rows a = quantize_q8_rows(x, k, m, k, w.packed.front().act_scale);
     size_t out0 = 0;
     for (const auto& s : w.packed) {
-      int8_gemm(s, x, k, m, y + out0, rows, accumulate);
+      int8_gemm(s, a, y + out0, rows, accumulate);
       out0 += size_t(s.m.rows);
     }
   }

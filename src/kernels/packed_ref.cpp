@@ -87,6 +87,67 @@ PackedMatrix lanes_columns(const PackedMatrix& w, int64_t c0, int64_t c1, Packed
   return l;
 }
 
+namespace {
+
+// A lanes matrix's parameter arrays with their element sizes: scale (float32 or float16), and the
+// offset where it has one of its own (not interleaved into the scale's array: lanes_pstride 32).
+struct LanesArray {
+  const void* base;
+  size_t elem;
+};
+std::vector<LanesArray> lanes_arrays(const PackedMatrix& w) {
+  std::vector<LanesArray> a;
+  if (w.scale) a.push_back({w.scale, 4});
+  if (w.scale_f16) a.push_back({w.scale_f16, 2});
+  if (w.lanes_pstride != 32) {
+    if (w.offset) a.push_back({w.offset, 4});
+    if (w.offset_f16) a.push_back({w.offset_f16, 2});
+  }
+  return a;
+}
+
+void check_lanes_rows(const PackedMatrix& w, int64_t r0, int64_t r1) {
+  if (!w.lanes || r0 < 0 || r1 > w.rows || r0 >= r1 || r0 % 16 != 0 || (r1 % 16 != 0 && r1 != w.rows))
+    fail("lanes_rows: rows [{}, {}) of a {} x {} {} matrix do not start and end on its 16-row blocks", r0, r1, w.rows,
+         w.cols, packed_kind_name(w.kind));
+}
+
+size_t round_line(size_t n) { return (n + 63) / 64 * 64; }
+
+}  // namespace
+
+LanesBytes lanes_rows_bytes(const PackedMatrix& w, int64_t r0, int64_t r1) {
+  check_lanes_rows(w, r0, r1);
+  const size_t blocks = size_t((r1 + 15) / 16 - r0 / 16), per_block = size_t(w.groups() * w.lanes_pstride);
+  LanesBytes b;
+  b.codes = round_line(blocks * size_t(w.cols / w.unit_cols()) * 64);
+  for (const LanesArray& a : lanes_arrays(w)) b.params += round_line(blocks * per_block * a.elem);
+  return b;
+}
+
+PackedMatrix lanes_rows_into(const PackedMatrix& w, int64_t r0, int64_t r1, uint8_t* codes, uint8_t* params) {
+  check_lanes_rows(w, r0, r1);
+  const size_t b0 = size_t(r0 / 16), blocks = size_t((r1 + 15) / 16) - b0;
+  const size_t block_codes = size_t(w.cols / w.unit_cols()) * 64, per_block = size_t(w.groups() * w.lanes_pstride);
+  PackedMatrix l = w;
+  l.rows = r1 - r0;
+  std::memcpy(codes, w.data + b0 * block_codes, blocks * block_codes);
+  l.data = codes;
+  for (const LanesArray& a : lanes_arrays(w)) {
+    std::memcpy(params, static_cast<const uint8_t*>(a.base) + b0 * per_block * a.elem, blocks * per_block * a.elem);
+    if (a.base == w.scale) l.scale = reinterpret_cast<const float*>(params);
+    if (a.base == w.scale_f16) l.scale_f16 = reinterpret_cast<const uint16_t*>(params);
+    if (a.base == w.offset) l.offset = reinterpret_cast<const float*>(params);
+    if (a.base == w.offset_f16) l.offset_f16 = reinterpret_cast<const uint16_t*>(params);
+    params += round_line(blocks * per_block * a.elem);
+  }
+  if (w.lanes_pstride == 32) {  // offsets interleaved 16 after the scales
+    if (w.offset) l.offset = l.scale + 16;
+    if (w.offset_f16) l.offset_f16 = l.scale_f16 + 16;
+  }
+  return l;
+}
+
 PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out) {
   if (!lanes_eligible(w)) fail("relayout_lanes: a {} x {} {} matrix with group {} is not eligible", w.rows, w.cols,
                                packed_kind_name(w.kind), w.group);

@@ -113,6 +113,7 @@ LlamaModel::LlamaModel(ModelConfig config, const WeightStore& store, bool lazy_l
     if (!lazy_layers) load_linears(L, l, store);
     if (split_ && !split_layer(L)) split_ = 0;  // (layers split already still run the row-split way)
   }
+  if (split_) arrange_split();
   lazy_ = LazyLayers(cfg_.num_layers, store, lazy_layers);
 }
 

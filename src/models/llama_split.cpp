@@ -18,17 +18,27 @@
 // and exchange again. Two meetings per layer, and only the 2 x hidden partial sums cross between
 // cores; each thread streams its own weight rows / column parts (split_columns), one layer after
 // another. The row-parallel products (o_proj, down_proj) are also balanced at run time: a thread
-// done with its own part takes 64-row items of another's (SplitShare). Megatron-LM splits a transformer layer over GPUs the same way (Shoeybi et al. 2019,
-// "Megatron-LM", section 3: column-parallel q/k/v and gate/up, row-parallel o and down).
+// done with its own part takes 64-row items of another's (SplitShare). Megatron-LM splits a
+// transformer layer over GPUs the same way (Shoeybi et al. 2019, "Megatron-LM", section 3:
+// column-parallel q/k/v and gate/up, row-parallel o and down).
+//
+// At load (arrange_split), each thread's rows of q / k / v / gate / up become segments of their own
+// and, with its o / down parts, are copied into one allocation per thread in the order a step reads
+// them (codes in one, group parameters in another): a thread then streams one run of memory per
+// token instead of starting seven streams per layer. Each start cost ~1.8 µs (per call, time against
+// bytes over a decode step's products: k / v rows at 22 GB/s per core against 30 for gate / up);
+// tinyllama int4 decoded 3.5-5 % faster, llama-3.2-1b int4 6-18 % (bench/NOTES.md).
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <string_view>
 #include <memory>
+#include <string_view>
 #include <thread>
 
 #include "llama_internal.h"
+#include "lowbit/core/aligned.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/numerics.h"
 #include "lowbit/core/thread_pool.h"
@@ -81,6 +91,25 @@ void add_partials(float* __restrict x, const float* __restrict slot, int T, size
     x[i] += sum;
   }
 }
+
+// Memory for one thread's weights (llama.h, arrange_split), from the stream allocator (2 MB pages)
+// and not cleared: the pages are first touched by the copies, layer by layer, while the layers'
+// former storage is freed, so the model's resident size grows by about one layer at a time.
+struct SplitArena {
+  StreamAllocator<uint8_t> alloc;
+  uint8_t* codes = nullptr;
+  uint8_t* params = nullptr;
+  size_t code_bytes = 0, param_bytes = 0;
+  SplitArena(size_t c, size_t p) : codes(alloc.allocate(c)), code_bytes(c), param_bytes(p) {
+    params = alloc.allocate(p);
+  }
+  ~SplitArena() {
+    alloc.deallocate(codes, code_bytes);
+    alloc.deallocate(params, param_bytes);
+  }
+  SplitArena(const SplitArena&) = delete;
+  SplitArena& operator=(const SplitArena&) = delete;
+};
 
 }  // namespace
 
@@ -161,6 +190,72 @@ bool LlamaModel::split_layer(Layer& L) {
   return true;
 }
 
+void LlamaModel::arrange_split() {
+  const int T = split_, hd = cfg_.head_dim, group = cfg_.num_heads / cfg_.num_kv_heads, nkv = cfg_.num_kv_heads;
+  const int64_t inter = cfg_.intermediate_size;
+  // Thread t's rows of q, k / v and gate / up.
+  struct Rows {
+    int64_t q0, q1, k0, k1, i0, i1;
+  };
+  std::vector<Rows> rows;
+  for (int t = 0; t < T; ++t) {
+    const int64_t kv0 = int64_t(t) * nkv / T, kv1 = int64_t(t + 1) * nkv / T;
+    rows.push_back({kv0 * group * hd, kv1 * group * hd, kv0 * hd, kv1 * hd, t == 0 ? 0 : split_channels_[size_t(t - 1)],
+                    t == T - 1 ? inter : split_channels_[size_t(t)]});
+  }
+  // A thread's pieces of a layer in the order decode_split reads them.
+  struct Piece {
+    const PackedSegment* seg;
+    int64_t r0, r1;
+  };
+  auto pieces = [&](const Layer& L, int t) {
+    const Rows& r = rows[size_t(t)];
+    const auto &qkv = L.wqkv.packed, &gu = L.w_gate_up.packed;
+    const PackedSegment &o = L.wo.packed[size_t(t)], &down = L.w_down.packed[size_t(t)];
+    return std::array<Piece, 7>{Piece{&qkv[0], r.q0, r.q1}, Piece{&qkv[1], r.k0, r.k1}, Piece{&qkv[2], r.k0, r.k1},
+                                Piece{&o, 0, o.m.rows},        Piece{&gu[0], r.i0, r.i1},  Piece{&gu[1], r.i0, r.i1},
+                                Piece{&down, 0, down.m.rows}};
+  };
+  std::vector<std::shared_ptr<SplitArena>> arenas;
+  for (int t = 0; t < T; ++t) {
+    LanesBytes total;
+    for (const Layer& L : layers_)
+      for (const Piece& p : pieces(L, t)) {
+        const LanesBytes b = lanes_rows_bytes(p.seg->m, p.r0, p.r1);
+        total.codes += b.codes;
+        total.params += b.params;
+      }
+    arenas.push_back(std::make_shared<SplitArena>(total.codes, total.params));
+  }
+  std::vector<LanesBytes> at(static_cast<size_t>(T));  // where each thread's next piece goes
+  for (Layer& L : layers_) {
+    // [kind][thread]: q, k, v, o, gate, up, down.
+    std::array<std::vector<PackedSegment>, 7> parts;
+    for (int t = 0; t < T; ++t) {
+      const std::array<Piece, 7> ps = pieces(L, t);
+      SplitArena& a = *arenas[size_t(t)];
+      LanesBytes& next = at[size_t(t)];
+      for (size_t k = 0; k < ps.size(); ++k) {
+        PackedSegment seg = *ps[k].seg;
+        seg.m = lanes_rows_into(ps[k].seg->m, ps[k].r0, ps[k].r1, a.codes + next.codes, a.params + next.params);
+        seg.keep = arenas[size_t(t)];
+        const LanesBytes b = lanes_rows_bytes(ps[k].seg->m, ps[k].r0, ps[k].r1);
+        next.codes += b.codes;
+        next.params += b.params;
+        parts[k].push_back(std::move(seg));
+      }
+    }
+    // (Replacing the segments frees the layer's former copies.)
+    L.wqkv.packed = parts[0];
+    L.wqkv.packed.insert(L.wqkv.packed.end(), parts[1].begin(), parts[1].end());
+    L.wqkv.packed.insert(L.wqkv.packed.end(), parts[2].begin(), parts[2].end());
+    L.wo.packed = std::move(parts[3]);
+    L.w_gate_up.packed = parts[4];
+    L.w_gate_up.packed.insert(L.w_gate_up.packed.end(), parts[5].begin(), parts[5].end());
+    L.w_down.packed = std::move(parts[6]);
+  }
+}
+
 void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) const {
   const int T = split_, hidden = cfg_.hidden_size, hd = cfg_.head_dim, half = hd / 2;
   const int nh = cfg_.num_heads, nkv = cfg_.num_kv_heads, group = nh / nkv;
@@ -203,10 +298,10 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
   const float scale = 1.0f / std::sqrt(float(hd));
   const SiluMulFn silu_mul = silu_mul_best();
 
-  // y = rows [r0, r1) of a segment times the quantized input: one kernel call, one stream (calls of
-  // 64 rows each started their stream over: 0.3-0.7 % slower per token, bench/NOTES.md).
-  auto rows = [](const PackedSegment& seg, const QActs& a, int64_t r0, int64_t r1, float* y) {
-    seg.kernels->matmul_q8(seg.m, a, r0, r1, y, 0, false);
+  // y = a thread's segment (all its rows) times the quantized input: one kernel call, one stream
+  // (calls of 64 rows each started their stream over: 0.3-0.7 % slower per token, bench/NOTES.md).
+  auto rows = [](const PackedSegment& seg, const QActs& a, float* y) {
+    seg.kernels->matmul_q8(seg.m, a, 0, seg.m.rows, y, 0, false);
   };
   d.done_before = 0;  // (the last step's job has ended: every count is final)
   for (int t = 0; t < T; ++t) d.done_before += d.done[size_t(t)].items.load(std::memory_order_relaxed);
@@ -284,11 +379,11 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
       const Layer& L = layers_[size_t(l)];
       // Attention: q, k, v of this thread's heads.
       rms_norm(xt, L.attn_norm.data(), th.xn.data(), hidden, cfg_.rms_eps);
-      const auto& qkv = L.wqkv.packed;
-      quantize_token_acts(qkv[0], th.xn.data(), size_t(hidden), th.acts_in);
-      rows(qkv[0], th.acts_in, int64_t(th.kv0) * group * hd, int64_t(th.kv1) * group * hd, th.q.data());
-      rows(qkv[1], th.acts_in, int64_t(th.kv0) * hd, int64_t(th.kv1) * hd, th.k.data());
-      rows(qkv[2], th.acts_in, int64_t(th.kv0) * hd, int64_t(th.kv1) * hd, th.v.data());
+      const auto& qkv = L.wqkv.packed;  // (arrange_split: q parts, k parts, v parts)
+      quantize_token_acts(qkv[part], th.xn.data(), size_t(hidden), th.acts_in);
+      rows(qkv[part], th.acts_in, th.q.data());
+      rows(qkv[size_t(T) + part], th.acts_in, th.k.data());
+      rows(qkv[2 * size_t(T) + part], th.acts_in, th.v.data());
       if (!L.bqkv.empty()) {
         const float* bq = L.bqkv.data() + size_t(th.kv0) * size_t(group * hd);
         const float* bk = L.bqkv.data() + size_t(nh * hd) + size_t(th.kv0 * hd);
@@ -310,10 +405,10 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
 
       // MLP: gate / up of this thread's channels, then its share of down_proj.
       rms_norm(xt, L.ffn_norm.data(), th.xn.data(), hidden, cfg_.rms_eps);
-      const auto& gu = L.w_gate_up.packed;
-      quantize_token_acts(gu[0], th.xn.data(), size_t(hidden), th.acts_in);
-      rows(gu[0], th.acts_in, th.i0, th.i1, th.gu.data());
-      rows(gu[1], th.acts_in, th.i0, th.i1, th.gu.data() + ni);
+      const auto& gu = L.w_gate_up.packed;  // (gate parts, up parts)
+      quantize_token_acts(gu[part], th.xn.data(), size_t(hidden), th.acts_in);
+      rows(gu[part], th.acts_in, th.gu.data());
+      rows(gu[size_t(T) + part], th.acts_in, th.gu.data() + ni);
       silu_mul(th.gu.data(), th.gu.data() + ni, th.act.data(), size_t(ni));
       const PackedSegment& down = L.w_down.packed[part];
       quantize_token_acts(down, th.act.data(), size_t(ni), th.acts_down);

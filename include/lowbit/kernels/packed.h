@@ -98,6 +98,17 @@ PackedMatrix relayout_lanes(const PackedMatrix& w, PackedLanes& out);
 // group per row (the part's width). For splitting a product over its inputs (LinearWeights::split_columns).
 PackedMatrix lanes_columns(const PackedMatrix& w, int64_t c0, int64_t c1, PackedLanes& out);
 
+// Rows [r0, r1) of a lanes matrix (r0 on a 16-row block; r1 on one or = rows) as a lanes matrix of
+// its own whose codes and parameters are copied to memory the caller gives: `codes` gets
+// lanes_rows_bytes().codes bytes, `params` .params (64-byte aligned, each parameter array from a
+// 64-byte boundary). For laying out one thread's rows of many matrices one after another
+// (LlamaModel's split decode: one stream per thread).
+struct LanesBytes {
+  size_t codes = 0, params = 0;
+};
+LanesBytes lanes_rows_bytes(const PackedMatrix& w, int64_t r0, int64_t r1);
+PackedMatrix lanes_rows_into(const PackedMatrix& w, int64_t r0, int64_t r1, uint8_t* codes, uint8_t* params);
+
 // Computes PackedMatrix::int_zero from kind, zero and lut.
 int int_zero_of(const PackedMatrix& w);
 

@@ -81,6 +81,10 @@ class LlamaModel : public CausalLM {
   struct DecodeSplit;
   int split_parts() const;       // the threads a split decode would use (0: not this model or machine)
   bool split_layer(Layer& L);  // o / down split for it, where every weight of L allows
+  // Once every layer is split: each thread's rows of q / k / v / gate / up (as segments of their own,
+  // wqkv = q parts, k parts, v parts; w_gate_up = gate parts, up parts) and its parts of o / down,
+  // copied into one allocation per thread in the order its decode step reads them.
+  void arrange_split();
   void decode_split(float* x, int pos, KVSession& s, const Work& w) const;
   int split_ = 0;  // > 1: every layer is split over this many threads and decode_split runs
   std::vector<int64_t> split_channels_;  // where threads 1.. start on the intermediate channels

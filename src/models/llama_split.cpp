@@ -36,6 +36,9 @@
 #include <memory>
 #include <string_view>
 #include <thread>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "llama_internal.h"
 #include "lowbit/core/aligned.h"
@@ -253,6 +256,12 @@ void LlamaModel::arrange_split() {
     L.w_gate_up.packed = parts[4];
     L.w_gate_up.packed.insert(L.w_gate_up.packed.end(), parts[5].begin(), parts[5].end());
     L.w_down.packed = std::move(parts[6]);
+#ifdef __GLIBC__
+    // The former copies under 2 MB (k / v rows, parameter arrays) came from the heap, where glibc
+    // keeps freed memory: without this llama-3.2-1b int4 held 63 MB more after the copies than the
+    // row-split model does.
+    malloc_trim(0);
+#endif
   }
 }
 

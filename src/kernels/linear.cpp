@@ -528,9 +528,6 @@ void prefetch_acts(const QActs& a) {
 
 namespace {
 
-// y[i * ldy + r] (= or +=) the int8 product of segment s (int8_acts) for its rows r, over x[i * ldx + c]
-// for c < s.m.cols (its inputs), i < m: each row of x quantized (dynamic or static scale), then
-// gemm_q8_dyn over 16-row blocks split over the threads, each rescaling its own.
 // Input rows quantized for gemm_q8_dyn: int8 per token (dynamic absmax / 127, or the static scale
 // act_scale > 0), rows lda apart (zero padded to whole 64-byte blocks), each row's scale and Σ q.
 struct Q8Rows {
@@ -563,7 +560,9 @@ Q8Rows quantize_q8_rows(const float* x, size_t ldx, size_t m, size_t k, float ac
   return a;
 }
 
-// y (= or +=) the segment's rows times the quantized rows a (a.k = the segment's columns).
+// y[i * ldy + r] (= or +=) the int8 product of segment s (int8_acts) for its rows r over the quantized
+// rows a (a.k = the segment's columns): gemm_q8_dyn over 16-row blocks split over the threads, each
+// rescaling its own.
 void int8_gemm(const PackedSegment& s, const Q8Rows& a, float* y, size_t ldy, bool accumulate) {
   const size_t m = a.m, rows = size_t(s.m.rows), ldc = (rows + 15) / 16 * 16;
   std::unique_ptr<int32_t[]> acc(new int32_t[m * ldc]);  // every used element is written by the kernel

@@ -307,7 +307,10 @@ void LlamaModel::forward(Session& session, std::span<const int32_t> tokens, floa
   const bool split = n == 1 && split_ > 1;
   Work w(cfg_, inv_freq_, n, pos0, /*buffers=*/!split);
   if (split) {
-    decode_split(x.data(), pos0, s, w);
+    if (decode_split(x.data(), pos0, s, w, logits)) {
+      s.advance(n);
+      return;
+    }
   } else {
     for (int l = 0; l < cfg_.num_layers; ++l) {
       layer_forward(l, l, x.data(), n, pos0, s, w, nullptr);

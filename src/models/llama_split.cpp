@@ -28,6 +28,11 @@
 // token instead of starting seven streams per layer. Each start cost ~1.8 µs (per call, time against
 // bytes over a decode step's products: k / v rows at 22 GB/s per core against 30 for gate / up);
 // tinyllama int4 decoded 3.5-5 % faster, llama-3.2-1b int4 6-18 % (bench/NOTES.md).
+//
+// The final norm and the output head run in the same job (where the head is an integer lanes
+// matrix): no hand-off to the pool between the last layer and the head, and each thread's share of
+// the vocabulary rows is streamed in calls of up to four 64-row items, like o / down (the head by
+// itself was ~500 calls of one item per token). 0-1.2 % less time per token (bench/NOTES.md).
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -121,7 +126,7 @@ struct alignas(64) SplitThread {
   int64_t i0 = 0, i1 = 0;          // its intermediate channels
   std::vector<float> x;            // its copy of the hidden state (thread 0 works on the caller's)
   std::vector<float> xn, q, k, v, att, gu, act, scores;
-  QActs acts_in, acts_o, acts_down;
+  QActs acts_in, acts_o, acts_down, acts_head;
   int bad_layer = -1;              // thread 0: the first layer whose output was not finite
   std::vector<float> bad_x;        // and that output
 };
@@ -137,6 +142,29 @@ struct alignas(64) SplitShare {
   const QActs* acts = nullptr;
 };
 
+// The owner's items of `share`, from the front, up to four per call of run(first, n) (one kernel
+// call, one stream) and never more than half of those left, so that the last ones stay small for
+// the balance: 1-1.5 % less time per token than one call per item (bench/NOTES.md).
+template <class Run>
+void run_own(SplitShare& share, Run&& run) {
+  for (uint64_t r = share.range.load(std::memory_order_relaxed); uint32_t(r) < uint32_t(r >> 32);) {
+    const uint32_t left = uint32_t(r >> 32) - uint32_t(r), take = std::clamp<uint32_t>(left / 2, 1, 4);
+    if (share.range.compare_exchange_weak(r, r + take, std::memory_order_relaxed)) {
+      run(uint32_t(r), take);
+      r = share.range.load(std::memory_order_relaxed);
+    }
+  }
+}
+
+// Takes the last item left in `share` into `item` (false: none left).
+bool take_back(SplitShare& share, uint64_t& item) {
+  for (uint64_t r = share.range.load(std::memory_order_acquire); uint32_t(r) < uint32_t(r >> 32);) {
+    item = (r >> 32) - 1;
+    if (share.range.compare_exchange_weak(r, (item << 32) | uint32_t(r), std::memory_order_acquire)) return true;
+  }
+  return false;
+}
+
 // Work items a thread has finished, its own and taken, since the model's first split step (its own
 // line; counted on across steps, so that no reset can race with a thread that is still reading).
 struct alignas(64) SplitDone {
@@ -147,6 +175,7 @@ struct LlamaModel::DecodeSplit {
   std::vector<SplitThread> threads;
   std::unique_ptr<SplitShare[]> shares;  // [2][threads], double-buffered like `partial`
   std::unique_ptr<SplitDone[]> done;     // [threads]
+  std::unique_ptr<SplitShare[]> head;    // [threads]: the output head's rows, items of 64
   std::vector<float> partial;  // [2][threads][hidden padded to a line]: double-buffered partial sums
   size_t stride = 0;
   uint64_t done_before = 0;  // all threads' items done by the end of the last step
@@ -264,7 +293,7 @@ void LlamaModel::arrange_split() {
   }
 }
 
-void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) const {
+bool LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w, float* logits) const {
   const int T = split_, hidden = cfg_.hidden_size, hd = cfg_.head_dim, half = hd / 2;
   const int nh = cfg_.num_heads, nkv = cfg_.num_kv_heads, group = nh / nkv;
   const int64_t inter = cfg_.intermediate_size;
@@ -293,6 +322,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
     d->partial.assign(2 * size_t(T) * d->stride, 0.0f);
     d->shares = std::make_unique<SplitShare[]>(2 * size_t(T));
     d->done = std::make_unique<SplitDone[]>(size_t(T));
+    d->head = std::make_unique<SplitShare[]>(size_t(T));
     split_scratch_ = std::move(d);
   }
   DecodeSplit& d = *split_scratch_;
@@ -305,6 +335,17 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
   const int lo = cfg_.sliding_window > 0 ? std::max(0, pos - cfg_.sliding_window + 1) : 0;
   const float scale = 1.0f / std::sqrt(float(hd));
   const SiluMulFn silu_mul = silu_mul_best();
+  // The output head in this job too, where it is one integer lanes matrix: its vocabulary rows in
+  // items of 64, thread t's share [t n / T, (t + 1) n / T) taken from the front by t and from the
+  // back by any thread done with its own. Every thread holds the same x after the last exchange,
+  // so each quantizes its own copy of the final norm's output and may run any item.
+  const LinearWeights& head_w = lm_head_.rows == 0 ? embed_ : lm_head_;
+  const PackedSegment* head = logits && integer_lanes(head_w, 1) ? &head_w.packed[0] : nullptr;
+  const uint64_t head_items = head ? uint64_t(head->m.rows + 63) / 64 : 0;
+  for (int t = 0; t < T; ++t)
+    d.head[size_t(t)].range.store((head_items * uint64_t(t + 1) / uint64_t(T)) << 32 |
+                                      (head_items * uint64_t(t) / uint64_t(T)),
+                                  std::memory_order_relaxed);
 
   // y = a thread's segment (all its rows) times the quantized input: one kernel call, one stream
   // (calls of 64 rows each started their stream over: 0.3-0.7 % slower per token, bench/NOTES.md).
@@ -336,9 +377,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
         SplitShare& other = d.shares[e * size_t(T) + u];
         // (Before the other thread publishes this product, its share still holds the one two
         // exchanges back, every item taken.)
-        for (uint64_t r = other.range.load(std::memory_order_acquire); uint32_t(r) < uint32_t(r >> 32);) {
-          const uint64_t back = (r >> 32) - 1;
-          if (!other.range.compare_exchange_weak(r, (back << 32) | uint32_t(r), std::memory_order_acquire)) continue;
+        if (uint64_t back; take_back(other, back)) {
           prefetch_acts(*other.acts);  // written by the other core just before
           item(*other.seg, *other.acts, d.partial.data() + (e * size_t(T) + u) * d.stride, back);
           return true;
@@ -355,16 +394,7 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
       mine.acts = &a;
       mine.range.store(items << 32, std::memory_order_release);
       float* y = d.partial.data() + (e * size_t(T) + part) * d.stride;
-      // Its own items up to four at a time (one kernel call, one stream), never more than half of
-      // those left, so that the last ones stay small for the balance: 1-1.5 % less time per token
-      // than one call per item (bench/NOTES.md).
-      for (uint64_t r = mine.range.load(std::memory_order_relaxed); uint32_t(r) < uint32_t(r >> 32);) {
-        const uint32_t left = uint32_t(r >> 32) - uint32_t(r), take = std::clamp<uint32_t>(left / 2, 1, 4);
-        if (mine.range.compare_exchange_weak(r, r + take, std::memory_order_relaxed)) {
-          item(seg, a, y, uint32_t(r), take);
-          r = mine.range.load(std::memory_order_relaxed);
-        }
-      }
+      run_own(mine, [&](uint64_t i, uint64_t n) { item(seg, a, y, i, n); });
     };
     // x += Σ_t partial_t once every item of every part is done; until then, items of the other
     // threads' parts (also those of a thread still before its product, once it gets there). Every
@@ -434,10 +464,21 @@ void LlamaModel::decode_split(float* x, int pos, KVSession& s, const Work& w) co
         th.bad_x.assign(xt, xt + hidden);
       }
     }
+    if (!head) return;
+    rms_norm(xt, final_norm_.data(), th.xn.data(), hidden, cfg_.rms_eps);
+    quantize_token_acts(*head, th.xn.data(), size_t(hidden), th.acts_head);
+    auto head_rows = [&](uint64_t i, uint64_t n) {
+      const int64_t r0 = int64_t(i) * 64, r1 = std::min<int64_t>(head->m.rows, int64_t(i + n) * 64);
+      head->kernels->matmul_q8(head->m, th.acts_head, r0, r1, logits + r0, 0, false);
+    };
+    run_own(d.head[part], head_rows);
+    for (int k = 1; k < T; ++k)
+      for (uint64_t back; take_back(d.head[(part + size_t(k)) % size_t(T)], back);) head_rows(back, 1);
   });
   const SplitThread& t0 = d.threads[0];
   s.check_range("model.layers.");
   if (t0.bad_layer >= 0) check_finite_activations(t0.bad_x.data(), 1, hidden, pos, "model.layers.", t0.bad_layer);
+  return head != nullptr;
 }
 
 }  // namespace lowbit

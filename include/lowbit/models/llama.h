@@ -85,7 +85,10 @@ class LlamaModel : public CausalLM {
   // wqkv = q parts, k parts, v parts; w_gate_up = gate parts, up parts) and its parts of o / down,
   // copied into one allocation per thread in the order its decode step reads them.
   void arrange_split();
-  void decode_split(float* x, int pos, KVSession& s, const Work& w) const;
+  // With `logits`, also the final norm and the output head in the same job where the head is an
+  // integer lanes matrix (each thread its own range of vocabulary rows, balanced at run time);
+  // returns whether it wrote the logits.
+  bool decode_split(float* x, int pos, KVSession& s, const Work& w, float* logits) const;
   int split_ = 0;  // > 1: every layer is split over this many threads and decode_split runs
   std::vector<int64_t> split_channels_;  // where threads 1.. start on the intermediate channels
   mutable std::shared_ptr<DecodeSplit> split_scratch_;

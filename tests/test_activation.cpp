@@ -1,6 +1,6 @@
-// The gated activation kernels (kernels/activation.h): the reference against double precision, and
-// every variant against the reference on lengths around the vector width, with values that reach
-// exp's range limits, outputs past n left untouched.
+// The gated activation kernels and RMSNorm (kernels/activation.h): the references against double
+// precision, and every variant against the reference on lengths around the vector width (SiLU with
+// values that reach exp's range limits; RMSNorm bit for bit), outputs past n left untouched.
 #include <cmath>
 #include <limits>
 #include <random>
@@ -63,6 +63,40 @@ TEST(SiluMul, EveryVariantMatchesReference) {
   EXPECT_EQ(got[1], want[1]);
   EXPECT_TRUE(std::isnan(got[2]));
   EXPECT_NE(silu_mul_best(), nullptr);
+}
+
+TEST(RmsNorm, ReferenceMatchesDoublePrecision) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  const int n = 2053;
+  std::vector<float> x(n), w(n), out(n);
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : w) v = 1.0f + 0.1f * normal(rng);
+  rms_norm_ref(x.data(), w.data(), out.data(), n, 1e-5f);
+  long double ss = 0;
+  for (float v : x) ss += (long double)v * v;
+  const double s = 1.0 / std::sqrt(double(ss / n) + 1e-5);
+  for (int i = 0; i < n; ++i) EXPECT_NEAR(out[i], double(w[i]) * x[i] * s, 3e-7 * std::fabs(double(w[i]) * x[i] * s)) << i;
+}
+
+TEST(RmsNorm, EveryVariantMatchesReferenceBitForBit) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (int n : {1, 7, 8, 9, 15, 16, 17, 33, 100, 2048, 2053}) {
+    SCOPED_TRACE(n);
+    std::vector<float> x(static_cast<size_t>(n)), w(static_cast<size_t>(n));
+    for (auto& v : x) v = normal(rng) * (n % 2 ? 1e-3f : 50.0f);  // small and large sums
+    for (auto& v : w) v = normal(rng);
+    std::vector<float> want(size_t(n) + 16, nan), got(size_t(n) + 16, nan);
+    rms_norm_ref(x.data(), w.data(), want.data(), n, 1e-6f);
+    rms_norm_avx512(x.data(), w.data(), got.data(), n, 1e-6f);
+    for (int i = 0; i < n; ++i) EXPECT_EQ(got[size_t(i)], want[size_t(i)]) << i;
+    for (size_t j = size_t(n); j < size_t(n) + 16; ++j) EXPECT_TRUE(std::isnan(got[j])) << "wrote past n at " << j;
+  }
+  EXPECT_NE(rms_norm_best(), nullptr);
 }
 
 }  // namespace

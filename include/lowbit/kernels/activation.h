@@ -14,4 +14,15 @@ void silu_mul_avx512(const float* gate, const float* up, float* out, size_t n);
 // The AVX-512 version when the CPU has AVX-512 F/DQ; LOWBIT_SILU=ref forces the reference.
 SiluMulFn silu_mul_best();
 
+// RMSNorm (LLaMA's): out[i] = weight[i] · (x[i] · s), s = 1 / sqrt(Σ x² / n + eps), with Σ x² in
+// double as eight partial sums (element i into sum i mod 8, the tail into sum 0), added pairwise.
+// The AVX-512 version keeps those eight sums in one register's lanes and adds in the same order:
+// bit for bit the reference's (x² is exact in double, so its fused multiply-add rounds as the
+// reference's add does).
+using RmsNormFn = void (*)(const float* x, const float* weight, float* out, int n, float eps);
+void rms_norm_ref(const float* x, const float* weight, float* out, int n, float eps);
+void rms_norm_avx512(const float* x, const float* weight, float* out, int n, float eps);  // AVX-512 F
+// The AVX-512 version when the CPU has AVX-512 F; LOWBIT_SILU=ref forces the reference here too.
+RmsNormFn rms_norm_best();
+
 }  // namespace lowbit

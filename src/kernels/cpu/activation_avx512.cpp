@@ -1,6 +1,8 @@
 // activation.h's SiLU(gate) · up on 16 lanes: e^-|g| (<= 1, so exp_le0's range) gives both signs
 // without overflow: SiLU(g) = g / (1 + e^-g) = g·t / (1 + t) for g < 0 with t = e^g = e^-|g|, and
-// g / (1 + t) for g >= 0 with t = e^-g = e^-|g|.
+// g / (1 + t) for g >= 0 with t = e^-g = e^-|g|. And RMSNorm on 8 double / 16 float lanes.
+#include <cmath>
+
 #include "exp_avx512.h"
 
 #include "lowbit/kernels/activation.h"
@@ -17,6 +19,27 @@ void silu_mul_avx512(const float* gate, const float* up, float* out, size_t n) {
     const __mmask16 negative = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
     const __m512 num = _mm512_mask_mul_ps(g, negative, g, t);  // g, or g·t where g < 0
     _mm512_mask_storeu_ps(out + j, m, _mm512_mul_ps(_mm512_div_ps(num, _mm512_add_ps(one, t)), u));
+  }
+}
+
+void rms_norm_avx512(const float* x, const float* weight, float* out, int n, float eps) {
+  // Lane j of `part` is the reference's part[j]: elements i + j for i = 0, 8, 16, ... in order.
+  __m512d part = _mm512_setzero_pd();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+    part = _mm512_fmadd_pd(v, v, part);  // (v² exact: one rounding, as the reference's add)
+  }
+  alignas(64) double p[8];
+  _mm512_store_pd(p, part);
+  for (; i < n; ++i) p[0] += double(x[i]) * double(x[i]);
+  const double ss = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+  const float scale = float(1.0 / std::sqrt(ss / n + double(eps)));
+  const __m512 s = _mm512_set1_ps(scale);
+  for (i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), s);
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, weight + i), v));
   }
 }
 

@@ -5,9 +5,13 @@
 // or fewer heads with their dimensions split into independent chains).
 // Softmax: exp on 16 scores at a time (exp_le0). Values: each value row loaded once and added into
 // the heads' sums, held in registers for head sizes 16/32/64/128.
-// No software prefetches: the keys and values are two sequential streams the hardware follows; the
-// earlier row-major kernel's prefetches (keys a block ahead, values during the scores) made it slower
-// (bench/NOTES.md).
+// Each stream asks for its lines 16 KB (keys) / 8 KB (values) ahead of its loads, one prefetch per
+// line, as the loop reaches it: the loop alone left the hardware prefetcher too little lead, and a
+// head's time from memory was ~ its time from cache plus its bytes at the stream rate (one after the
+// other). A head of 576 positions (hd 64, f16) from memory: 8 query heads 10.8-11.5 -> 10.2-10.6 µs,
+// 4 query heads 7.6 -> 6.3-6.9 (cached: 7.4 / 3.8). Nearer prefetches (2-4 KB ahead) gained less; all
+// of a head's lines asked for at once (at its start) made it slower, as did the earlier row-major
+// kernel's block-ahead prefetches (bench/NOTES.md). The prefetches stop at the head's last position.
 #include "exp_avx512.h"
 #include "intrinsics.h"
 
@@ -19,6 +23,8 @@
 namespace lowbit {
 
 namespace {
+
+constexpr size_t kKeysAhead = 16384, kValuesAhead = 8192;  // bytes
 
 inline __mmask16 tail_mask(int left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
 
@@ -34,6 +40,7 @@ void scores_pass(const float* q, int hd, const T* k, int b0, int b1, int lo, int
                  size_t sl) {
   constexpr int C = 8 / H;  // independent chains per head
   const __m512 vscale = _mm512_set1_ps(scale);
+  const char* const stop = reinterpret_cast<const char*>(k + size_t(b1) * size_t(kKVBlock) * size_t(hd));
   for (int b = b0; b < b1; ++b) {
     const T* blk = k + size_t(b) * size_t(kKVBlock) * size_t(hd);
     __m512 acc[8];
@@ -41,7 +48,12 @@ void scores_pass(const float* q, int hd, const T* k, int b0, int b1, int lo, int
     for (int d = 0; d < hd; d += C) {
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) {
-        const __m512 kd = load16(blk + size_t(d + c) * kKVBlock);
+        const T* row = blk + size_t(d + c) * kKVBlock;
+        const __m512 kd = load16(row);
+        if ((size_t(d + c) * kKVBlock * sizeof(T)) % 64 == 0) {  // (a new line)
+          const uintptr_t ahead = reinterpret_cast<uintptr_t>(row) + kKeysAhead;
+          if (ahead < reinterpret_cast<uintptr_t>(stop)) _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
+        }
 #pragma GCC unroll 8
         for (int h = 0; h < H; ++h)
           acc[h * C + c] = _mm512_fmadd_ps(_mm512_set1_ps(q[size_t(h) * size_t(hd) + size_t(d + c)]), kd, acc[h * C + c]);
@@ -65,8 +77,12 @@ void weighted_values(const float* p, size_t sl, int lo, int len, const T* v, int
   __m512 acc[HC][NV];
   for (int h = 0; h < HC; ++h)
     for (int d = 0; d < NV; ++d) acc[h][d] = _mm512_setzero_ps();
+  constexpr size_t row_bytes = 16 * NV * sizeof(T);
+  constexpr int ahead = int(kValuesAhead / row_bytes);
   for (int j = 0; j < len; ++j) {
     const T* vj = v + size_t(lo + j) * size_t(16 * NV);
+    if (j + ahead < len)
+      for (size_t o = 0; o < row_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(vj) + ahead * row_bytes + o, _MM_HINT_T0);
     __m512 vd[NV];
     for (int d = 0; d < NV; ++d) vd[d] = load16(vj + 16 * d);
     for (int h = 0; h < HC; ++h) {

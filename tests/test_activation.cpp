@@ -99,5 +99,30 @@ TEST(RmsNorm, EveryVariantMatchesReferenceBitForBit) {
   EXPECT_NE(rms_norm_best(), nullptr);
 }
 
+TEST(Argmax, EveryVariantMatchesReference) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> small(-3, 3);  // many ties
+  for (int64_t n : {1, 2, 15, 16, 17, 33, 1000, 128256}) {
+    SCOPED_TRACE(n);
+    for (int trial = 0; trial < 6; ++trial) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (auto& v : x) v = float(small(rng));
+      if (trial == 1) x[size_t(n - 1)] = 9;           // the maximum in the tail
+      if (trial == 2) x.assign(size_t(n), -inf);      // nothing beats x[0]
+      if (trial == 3) x[0] = nan;                     // a NaN first is never beaten
+      if (trial == 4)
+        for (size_t i = 0; i < x.size(); i += 3) x[i] = nan;  // NaNs elsewhere are never chosen
+      if (trial == 5 && n > 1) x[1] = inf;
+      EXPECT_EQ(argmax_avx512(x.data(), n), argmax_ref(x.data(), n)) << "trial " << trial;
+    }
+  }
+  const float first_nan[] = {1.0f, nan, 1.0f, 2.0f, 2.0f};
+  EXPECT_EQ(argmax_avx512(first_nan, 5), 3);
+  EXPECT_NE(argmax_best(), nullptr);
+}
+
 }  // namespace
 }  // namespace lowbit

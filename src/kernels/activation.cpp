@@ -39,6 +39,22 @@ RmsNormFn rms_norm_best() {
   return fn;
 }
 
+int64_t argmax_ref(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+ArgmaxFn argmax_best() {
+  static const ArgmaxFn fn = [] {
+    if (reference_forced()) return &argmax_ref;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? &argmax_avx512 : &argmax_ref;
+  }();
+  return fn;
+}
+
 SiluMulFn silu_mul_best() {
   static const SiluMulFn fn = [] {
     if (reference_forced()) return &silu_mul_ref;

@@ -5,14 +5,13 @@
 #include <cmath>
 
 #include "lowbit/core/error.h"
+#include "lowbit/kernels/activation.h"
 
 namespace lowbit {
 
 int32_t argmax(const float* x, int n) {
-  int32_t best = 0;
-  for (int i = 1; i < n; ++i)
-    if (x[i] > x[best]) best = i;  // the first of equal maxima, as torch.argmax
-  return best;
+  static const ArgmaxFn fn = argmax_best();  // the first of equal maxima, as torch.argmax
+  return int32_t(fn(x, n));
 }
 
 int32_t Sampler::sample(const float* logits, int vocab) {

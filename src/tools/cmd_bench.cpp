@@ -12,6 +12,7 @@
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/io/model_path.h"
 #include "lowbit/kernels/bandwidth.h"
+#include "lowbit/models/generate.h"
 #include "lowbit/kernels/packed.h"
 #include "lowbit/models/model.h"
 
@@ -103,7 +104,7 @@ int bench_model(const BenchArgs& a) {
     t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < a.gen; ++i) {
       model->forward(*session, std::span<const int32_t>(&next, 1), logits.data(), false);
-      next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      next = argmax(logits.data(), int(logits.size()));
     }
     decode.push_back(a.gen / seconds_since(t0));
     // Every repeat allocates the same sessions, so the first repeat reaches the peak; read it before

@@ -43,4 +43,28 @@ void rms_norm_avx512(const float* x, const float* weight, float* out, int n, flo
   }
 }
 
+int64_t argmax_avx512(const float* x, int64_t n) {
+  if (n >= (int64_t(1) << 31)) return argmax_ref(x, n);  // (int32 lanes of indices)
+  if (n <= 1 || x[0] != x[0]) return 0;  // (a NaN first is never beaten)
+  // Per lane, the largest value so far and where it first occurred (strictly greater replaces, so
+  // the first of equal values stays; NaN compares false and never enters). Then, among the lanes
+  // holding the overall maximum, the smallest index: the first occurrence overall.
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+  __m512 best = neg_inf;
+  __m512i at = _mm512_setzero_si512();
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (int64_t i = 0; i < n; i += 16, idx = _mm512_add_epi32(idx, step)) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512 v = _mm512_mask_loadu_ps(neg_inf, m, x + i);
+    const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
+    best = _mm512_mask_blend_ps(gt, best, v);
+    at = _mm512_mask_blend_epi32(gt, at, idx);
+  }
+  const float top = _mm512_reduce_max_ps(best);
+  if (top == -INFINITY) return 0;  // every element -inf or NaN: nothing beats x[0]
+  const __mmask16 holders = _mm512_cmp_ps_mask(best, _mm512_set1_ps(top), _CMP_EQ_OQ);
+  return _mm512_mask_reduce_min_epi32(holders, at);
+}
+
 }  // namespace lowbit
